@@ -1,0 +1,1 @@
+"""TIR kernel generators (installed as ``tvm_freq.kernels``)."""

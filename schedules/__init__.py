@@ -1,0 +1,1 @@
+"""Schedules and shipped MetaSchedule tuning records (installed as ``tvm_freq.schedules``)."""
