@@ -1,0 +1,107 @@
+"""MAC accounting for frequency-band pointwise convolutions (paper section 3.1).
+
+For one 1x1 conv on an ``H x W`` map with ``k x k`` macroblocks and
+``P = N * ceil(H/k) * ceil(W/k)`` blocks, where input channel ``c`` keeps its
+first ``kin[c]`` zigzag coefficients and output channel ``o`` its first ``kout[o]``:
+
+* dense pointwise: ``N * H * W * Cin * Cout``;
+* truncated DCT: ``P * k^2 * sum(kin)`` (each kept coefficient is a ``k^2`` dot product);
+* banded GEMMs: ``P * sum_n Cin_n * Cout_n``, where ``Cin_n = #{c : kin[c] > n}``
+  and ``Cout_n = #{o : kout[o] > n}``;
+* truncated IDCT: ``P * k^2 * sum(kout)``.
+
+Unpruned, the overhead ratio is ``(Cin + Cout) * k^2 / (Cin * Cout)`` when ``k``
+divides ``H`` and ``W``, as in the paper.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .dct import padded_size
+
+__all__ = ["LayerMacs", "pointwise_macs", "band_sizes"]
+
+
+@dataclass(frozen=True)
+class LayerMacs:
+    """MAC counts of one pointwise layer, dense and in the frequency domain."""
+
+    dense: int
+    dct: int
+    gemm: int
+    idct: int
+
+    @property
+    def freq(self) -> int:
+        """Total MACs of the frequency path: DCT + banded GEMMs + IDCT."""
+        return self.dct + self.gemm + self.idct
+
+    @property
+    def ratio(self) -> float:
+        """Frequency-path MACs divided by dense MACs (< 1 means a saving)."""
+        return self.freq / self.dense if self.dense else 0.0
+
+
+def band_sizes(kin: Sequence[int], kout: Sequence[int], k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Return ``(Cin_n, Cout_n)`` for every coefficient ``n < k*k``.
+
+    Parameters
+    ----------
+    kin, kout : sequence of int
+        Kept coefficient counts per input / output channel, each in ``[0, k*k]``.
+    k : int
+        Macroblock size.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        Two int64 arrays of length ``k*k``: how many input (output) channels keep
+        coefficient ``n``.
+    """
+    kin_a, kout_a = np.asarray(kin, dtype=np.int64), np.asarray(kout, dtype=np.int64)
+    nn = k * k
+    for name, arr in (("kin", kin_a), ("kout", kout_a)):
+        if arr.ndim != 1 or (arr.size and (arr.min() < 0 or arr.max() > nn)):
+            raise ValueError(f"{name} must be a 1-D list of counts in [0, {nn}]")
+    n = np.arange(nn)
+    return (kin_a[None, :] > n[:, None]).sum(1), (kout_a[None, :] > n[:, None]).sum(1)
+
+
+def pointwise_macs(
+    height: int,
+    width: int,
+    k: int,
+    kin: Sequence[int],
+    kout: Sequence[int],
+    batch: int = 1,
+) -> LayerMacs:
+    """Count the MACs of one pointwise conv, dense and as truncated DCT -> bands -> IDCT.
+
+    Parameters
+    ----------
+    height, width : int
+        Spatial size of the conv's input (= output).
+    k : int
+        Macroblock size.
+    kin, kout : sequence of int
+        Kept coefficient counts per input channel and per output channel.
+    batch : int
+        Batch size.
+
+    Returns
+    -------
+    LayerMacs
+        Dense and frequency-domain MAC counts.
+    """
+    cin_n, cout_n = band_sizes(kin, kout, k)
+    blocks = batch * (padded_size(height, k) // k) * (padded_size(width, k) // k)
+    return LayerMacs(
+        dense=batch * height * width * len(kin) * len(kout),
+        dct=blocks * k * k * int(np.sum(kin)),
+        gemm=blocks * int(np.dot(cin_n, cout_n)),
+        idct=blocks * k * k * int(np.sum(kout)),
+    )
