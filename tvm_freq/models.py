@@ -7,12 +7,17 @@ the same way people already know.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from torch import nn
 
-__all__ = ["MobileNetV2", "ResNeXt29", "get_model", "MODEL_NAMES", "default_input_shape"]
+__all__ = [
+    "MobileNetV2", "ResNeXt29", "get_model", "MODEL_NAMES", "default_input_shape",
+    "export_onnx", "bundled_onnx",
+]  # fmt: skip
 
 
 def _make_divisible(v: float, divisor: int = 8) -> int:
@@ -261,3 +266,61 @@ def default_input_shape(name: str, batch: int = 1) -> tuple[int, int, int, int]:
         raise ValueError(f"unknown model {name!r}; choose from {', '.join(MODEL_NAMES)}")
     _, shape = _ZOO[name]
     return (batch, *shape[1:])
+
+
+def export_onnx(model: nn.Module, path: str | Path, input_shape: tuple[int, ...]) -> Path:
+    """Export a model to ONNX (opset 17, batch norm folded by the exporter).
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Model in eval mode.
+    path : str or pathlib.Path
+        Output file; written atomically.
+    input_shape : tuple of int
+        Static NCHW input shape.
+
+    Returns
+    -------
+    pathlib.Path
+        The written file.
+    """
+    import warnings
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter warns it is legacy
+        # The TorchScript exporter folds batch norm into the convs, as deployed models are.
+        torch.onnx.export(
+            model.eval(), (torch.zeros(input_shape),), str(tmp), dynamo=False,
+            input_names=["input"], output_names=["output"], opset_version=17,
+        )  # fmt: skip
+    os.replace(tmp, path)
+    return path
+
+
+def bundled_onnx(name: str = "mobilenetv2-224", cache_dir: str | Path | None = None) -> Path:
+    """Return the ONNX file of a zoo model, exporting it once from its seeded weights.
+
+    The bundled models are the zoo definitions with seed-0 weights, so the file is the
+    same on every machine and matches the tuning records shipped in ``tvm_freq.schedules``.
+
+    Parameters
+    ----------
+    name : str
+        Zoo model name.
+    cache_dir : str or pathlib.Path, optional
+        Where to keep the file (default ``~/.cache/tvm_freq/models``).
+
+    Returns
+    -------
+    pathlib.Path
+        Path to ``<name>.onnx``.
+    """
+    root = Path(cache_dir) if cache_dir else Path.home() / ".cache" / "tvm_freq" / "models"
+    path = root / f"{name}-torch{torch.__version__.split('+')[0]}.onnx"
+    if not path.exists():
+        export_onnx(get_model(name), path, default_input_shape(name))
+    return path

@@ -1,0 +1,353 @@
+"""``tvm_freq.build``: import -> passes -> legalise/fuse -> tuning records -> compile.
+
+Pipeline (every stage is an ordinary TVM pass or MetaSchedule call):
+
+1. :func:`tvm_freq.frontend.import_model`: Relax with constants bound, batch norm folded.
+2. With ``masks``: :class:`tvm_freq.passes.FrequencyBandPointwise` rewrites pruned
+   pointwise convs into frequency-band kernels.
+3. ``LegalizeOps``, ``FuseOps``, ``FuseTIR`` (Relax's zero pipeline) and, with
+   ``cpu_weight_prepack``, ``AttachAttrLayoutFreeBuffers`` so tuned schedules may
+   pre-pack weights.
+4. MetaSchedule: records are looked up in the user's store and the shipped one;
+   tasks with no record are tuned only when ``tuning.trials > 0``.
+5. ``MetaScheduleApplyDatabase``, the weight layout rewrite (folded into the
+   constants), then ``tvm.compile``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tvm
+from tvm import relax
+from tvm.ir.utils import derived_object
+from tvm.s_tir import meta_schedule as ms
+
+from .frontend import ImportedModel, ModelLike, import_model
+from .records import RecordStore
+from .runtime import CompiledModel
+from .target import resolve_target
+
+__all__ = ["Tuning", "BuildReport", "UntunedWarning", "build", "lower", "tune"]
+
+log = logging.getLogger(__name__)
+
+
+class UntunedWarning(UserWarning):
+    """Some kernels have no tuning record and run unscheduled (slow) code."""
+
+
+@dataclass
+class Tuning:
+    """How :func:`build` uses and extends tuning records.
+
+    Parameters
+    ----------
+    trials : int
+        MetaSchedule trial budget for tasks without records; 0 never tunes.
+    max_trials_per_task : int, optional
+        Cap per task (default: ``trials`` spread evenly over the tasks to tune).
+    records : str or pathlib.Path, optional
+        User records root (default ``$TVM_FREQ_RECORDS`` or ``~/.cache/tvm_freq/records``).
+    use_shipped : bool
+        Read the records shipped in ``tvm_freq.schedules``.
+    cpu_weight_prepack : bool
+        Let schedules pre-pack constant weights into blocked layouts (faster on CPU).
+    num_trials_per_iter : int
+        Candidates measured per MetaSchedule round.
+    builder, runner : str or MetaSchedule Builder / Runner
+        ``"local"``, or e.g. ``ms.runner.RPCRunner(...)`` to measure on remote machines.
+    timeout_sec : float
+        Per-candidate build and run timeout of the local builder and runner; generous,
+        because a loaded machine can take tens of seconds just to start a worker.
+    progress : bool
+        Show a progress bar while tuning.
+    """
+
+    trials: int = 0
+    max_trials_per_task: int | None = None
+    records: str | Path | None = None
+    use_shipped: bool = True
+    cpu_weight_prepack: bool = True
+    num_trials_per_iter: int = 64
+    builder: Any = "local"
+    runner: Any = "local"
+    progress: bool = True
+    timeout_sec: float = 180.0
+
+    def __post_init__(self) -> None:
+        if self.trials < 0:
+            raise ValueError(f"trials must be >= 0, got {self.trials}")
+        if self.max_trials_per_task is not None and self.max_trials_per_task < 1:
+            raise ValueError("max_trials_per_task must be >= 1")
+        if self.num_trials_per_iter < 1:
+            raise ValueError("num_trials_per_iter must be >= 1")
+
+
+@dataclass
+class BuildReport:
+    """What :func:`build` did: tasks, records, tuning, and per-layer frequency decisions."""
+
+    target: str
+    source: str
+    num_tasks: int = 0
+    tasks_with_records: int = 0
+    tasks_tuned: int = 0
+    untuned_tasks: list[str] = field(default_factory=list)
+    trials_run: int = 0
+    tune_seconds: float = 0.0
+    compile_seconds: float = 0.0
+    layers: list[Any] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        """Return a JSON-serialisable dict.
+
+        Returns
+        -------
+        dict
+            The report.
+        """
+        d = dict(self.__dict__)
+        d["layers"] = [x.to_json() if hasattr(x, "to_json") else x for x in self.layers]
+        return d
+
+    def __str__(self) -> str:
+        lines = [
+            f"target {self.target} ({self.source} model)",
+            f"tasks: {self.num_tasks}, with records: {self.tasks_with_records}, "
+            f"tuned now: {self.tasks_tuned} ({self.trials_run} trials, {self.tune_seconds:.0f} s), "
+            f"untuned: {len(self.untuned_tasks)}",
+        ]
+        if self.layers:
+            from .passes.frequency_band_pointwise import format_layer_table
+
+            lines.append(format_layer_table(self.layers))
+        return "\n".join(lines)
+
+
+def lower(
+    mod: tvm.IRModule, target: tvm.target.Target, *, cpu_weight_prepack: bool = True
+) -> tvm.IRModule:
+    """Legalise and fuse a Relax module into the TIR tasks MetaSchedule tunes.
+
+    Parameters
+    ----------
+    mod : tvm.IRModule
+        Relax module (after the tvm_freq passes).
+    target : tvm.target.Target
+        Compilation target.
+    cpu_weight_prepack : bool
+        Mark constant weight buffers layout-free.
+
+    Returns
+    -------
+    tvm.IRModule
+        The fused module.
+    """
+    passes = [
+        relax.transform.LegalizeOps(),
+        relax.transform.AnnotateTIROpPattern(),
+        relax.transform.FoldConstant(),
+        relax.transform.FuseOps(),
+        relax.transform.FuseTIR(),
+    ]
+    if cpu_weight_prepack:
+        passes.append(relax.transform.AttachAttrLayoutFreeBuffers())
+    with target:
+        return tvm.transform.Sequential(passes)(mod)
+
+
+def _progress_callback(total: int, show: bool):
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, desc="tuning", unit="trial", dynamic_ncols=True, disable=not show)
+
+    @derived_object
+    class _Progress(ms.measure_callback.PyMeasureCallback):
+        def apply(self, task_scheduler, task_id, measure_candidates, builder_results, results):
+            best = min(
+                (sum(float(x) for x in r.run_secs) / len(r.run_secs) for r in results
+                 if r.run_secs),
+                default=None,
+            )  # fmt: skip
+            bar.update(len(measure_candidates))
+            if best is not None:
+                bar.set_postfix(task=task_id, best_us=f"{best * 1e6:.0f}")
+
+    return _Progress(), bar
+
+
+def _local(spec: Any, cls: type, timeout: float) -> Any:
+    if spec != "local":
+        return spec
+    if cls is ms.runner.LocalRunner:
+        return cls(timeout_sec=timeout, evaluator_config=ms.runner.EvaluatorConfig(
+            number=3, repeat=1, min_repeat_ms=50, enable_cpu_cache_flush=False))  # fmt: skip
+    return cls(timeout_sec=timeout)
+
+
+def tune(
+    mod: tvm.IRModule,
+    target: tvm.target.Target,
+    tuning: Tuning,
+    report: BuildReport | None = None,
+) -> ms.database.Database:
+    """Tune the tasks of a fused module that have no record yet, and return the lookup database.
+
+    Parameters
+    ----------
+    mod : tvm.IRModule
+        Output of :func:`lower`.
+    target : tvm.target.Target
+        Compilation target.
+    tuning : Tuning
+        Budget and records.
+    report : BuildReport, optional
+        Filled with what was found and done.
+
+    Returns
+    -------
+    tvm.s_tir.meta_schedule.database.Database
+        Database of every record for ``target`` (user and shipped).
+    """
+    store = RecordStore(tuning.records, use_shipped=tuning.use_shipped)
+    lookup = store.union(target)
+    tasks = ms.relax_integration.extract_tasks(mod, target)
+    missing = [t for t in tasks if not lookup.has_workload(t.dispatched[0])]
+    if report is not None:
+        report.num_tasks = len(tasks)
+        report.tasks_with_records = len(tasks) - len(missing)
+    if missing and tuning.trials > 0:
+        db = store.writable(target)  # raises before any tuning if it cannot be written
+        per_task = tuning.max_trials_per_task or max(1, tuning.trials // len(missing))
+        budget = min(tuning.trials, per_task * len(missing))
+        contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+            missing, work_dir=str(store.directory(target))
+        )
+        progress, bar = _progress_callback(budget, tuning.progress)
+        callbacks = [*ms.measure_callback.MeasureCallback.create("default"), progress]
+        start = time.perf_counter()
+        try:
+            ms.tune.tune_tasks(
+                tasks=contexts,
+                task_weights=weights,
+                work_dir=str(store.directory(target)),
+                max_trials_global=budget,
+                max_trials_per_task=per_task,
+                num_trials_per_iter=min(tuning.num_trials_per_iter, per_task),
+                builder=_local(tuning.builder, ms.builder.LocalBuilder, tuning.timeout_sec),
+                runner=_local(tuning.runner, ms.runner.LocalRunner, tuning.timeout_sec),
+                database=db,
+                measure_callbacks=callbacks,
+            )
+        finally:
+            bar.close()
+        if report is not None:
+            report.tune_seconds = time.perf_counter() - start
+            report.tasks_tuned = len(missing)
+            report.trials_run = int(bar.n)
+        lookup = store.union(target)
+        missing = [t for t in tasks if not lookup.has_workload(t.dispatched[0])]
+    if report is not None:
+        report.untuned_tasks = [t.task_name for t in missing]
+    return lookup
+
+
+def build(
+    model: ModelLike,
+    *,
+    input_shape: Sequence[int] | dict[str, Sequence[int]] | None = None,
+    example_inputs: Any = None,
+    target: Any = None,
+    masks: Any = None,
+    tuning: Tuning | int | None = None,
+    threads: int = 1,
+    calibrate: Any = None,
+    energy: float = 0.99,
+) -> CompiledModel:
+    """Compile a model for the CPU.
+
+    Parameters
+    ----------
+    model : path, onnx.ModelProto, torch.nn.Module or tvm.IRModule
+        The model to compile.
+    input_shape : sequence of int or dict, optional
+        Static input shape when the model does not fix it (or a torch model has no
+        ``example_inputs``).
+    example_inputs : torch.Tensor or tuple, optional
+        Example inputs for ``torch.export``.
+    target : str, dict or tvm.target.Target, optional
+        CPU target; default the host (``skylake-avx512`` when it has AVX-512),
+        with ``num-cores`` = ``threads``.
+    masks : str, pathlib.Path or tvm_freq.masks.MaskFile, optional
+        Frozen frequency-band masks. Pruned pointwise convs become truncated DCT ->
+        banded dense GEMMs -> IDCT kernels, where that is profitable.
+    tuning : Tuning or int, optional
+        Records and tuning budget; an int is a trial budget. Default: reuse records, never tune.
+    threads : int
+        Runtime threads (default 1, single-thread as in the paper).
+    calibrate : iterable of arrays, optional
+        Calibration batches: derive masks from coefficient energy instead of ``masks``.
+    energy : float
+        Fraction of each channel's coefficient energy kept when ``calibrate`` is given.
+
+    Returns
+    -------
+    CompiledModel
+        The compiled model; ``.report`` says what was tuned and, per layer, what was rewritten.
+    """
+    if isinstance(tuning, int):
+        tuning = Tuning(trials=tuning)
+    tuning = tuning or Tuning()
+    tgt = resolve_target(target, num_cores=threads)
+    imported: ImportedModel = import_model(
+        model, input_shape=input_shape, example_inputs=example_inputs
+    )
+    report = BuildReport(target=str(tgt), source=imported.source)
+    mod = imported.mod
+    if calibrate is not None and masks is not None:
+        raise ValueError("pass either masks=... or calibrate=..., not both")
+    if calibrate is not None or masks is not None:
+        from .passes.frequency_band_pointwise import apply_masks_to_module
+
+        mod, report.layers = apply_masks_to_module(
+            mod, masks=masks, calibrate=calibrate, energy=energy, imported=imported
+        )
+    mod = lower(mod, tgt, cpu_weight_prepack=tuning.cpu_weight_prepack)
+    database = tune(mod, tgt, tuning, report)
+    if report.untuned_tasks:
+        warnings.warn(
+            f"{len(report.untuned_tasks)} of {report.num_tasks} kernels have no tuning record for "
+            f"{tgt} and run unscheduled, slow code. Tune them with "
+            "build(..., tuning=Tuning(trials=N)) or `tvm-freq compile --trials N`; records are "
+            "kept and reused.",
+            UntunedWarning,
+            stacklevel=2,
+        )
+    start = time.perf_counter()
+    with tgt, database:
+        post = [relax.transform.MetaScheduleApplyDatabase(enable_warning=False)]
+        if tuning.cpu_weight_prepack:
+            post += [
+                relax.transform.SplitLayoutRewritePreproc(),
+                relax.transform.LiftTransformParams(),
+                relax.transform.FoldConstant(),
+            ]
+        mod = tvm.transform.Sequential(post)(mod)
+    executable = tvm.compile(mod, target=tgt)
+    report.compile_seconds = time.perf_counter() - start
+    return CompiledModel(
+        executable=executable,
+        input_names=imported.input_names,
+        input_shapes=imported.input_shapes,
+        input_dtypes=imported.input_dtypes,
+        target=str(tgt),
+        threads=threads,
+        report=report,
+    )

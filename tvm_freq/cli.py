@@ -1,0 +1,211 @@
+"""``tvm-freq``: compile, run and benchmark models; train frequency masks.
+
+Examples
+--------
+``tvm-freq bench``: compile the bundled MobileNetV2 1.0-224 with the shipped records
+and print its single-thread latency next to ONNX Runtime and PyTorch.
+``tvm-freq compile mobilenetv2-224 --trials 512 -o mbv2.so``: tune what has no record, save.
+``tvm-freq run mbv2.so``: load a compiled model and run it on random input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["main"]
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    try:
+        dims = tuple(int(d) for d in text.replace("x", ",").split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bad shape {text!r}; use e.g. 1,3,224,224") from None
+    if not dims or any(d <= 0 for d in dims):
+        raise argparse.ArgumentTypeError(f"bad shape {text!r}: dims must be positive")
+    return dims
+
+
+def _resolve_model(spec: str, input_shape):
+    """A zoo name -> (bundled ONNX path, torch model, shape); a path -> (path, None, shape)."""
+    from .models import MODEL_NAMES, bundled_onnx, default_input_shape, get_model
+
+    if spec in MODEL_NAMES:
+        shape = input_shape or default_input_shape(spec)
+        return bundled_onnx(spec), get_model(spec), shape
+    if not Path(spec).exists():
+        raise SystemExit(
+            f"tvm-freq: {spec!r} is neither a file nor a zoo model ({', '.join(MODEL_NAMES)})"
+        )
+    return Path(spec), None, input_shape
+
+
+def _tuning(args):
+    from .build import Tuning
+
+    return Tuning(
+        trials=args.trials,
+        max_trials_per_task=args.max_trials_per_task,
+        records=args.records,
+        use_shipped=not args.no_shipped,
+        cpu_weight_prepack=not args.no_prepack,
+    )
+
+
+def _build(args):
+    from .build import build
+
+    path, torch_model, shape = _resolve_model(args.model, args.input_shape)
+    start = time.perf_counter()
+    compiled = build(
+        str(path),
+        input_shape=shape,
+        target=args.target,
+        masks=getattr(args, "masks", None),
+        tuning=_tuning(args),
+        threads=args.threads,
+    )
+    print(f"compiled {args.model} in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+    print(compiled.report, file=sys.stderr)
+    return compiled, path, torch_model
+
+
+def cmd_compile(args) -> int:
+    compiled, _, _ = _build(args)
+    out = compiled.export_library(args.output)
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from .runtime import load
+
+    model = load(args.library, threads=args.threads)
+    if args.input:
+        x = np.load(args.input)
+    else:
+        x = np.random.default_rng(0).standard_normal(model.input_shapes[0]).astype(
+            model.input_dtypes[0]
+        )
+    y = model(x)
+    outputs = y if isinstance(y, tuple) else (y,)
+    for i, out in enumerate(outputs):
+        print(f"output {i}: shape {out.shape}, argmax {np.argmax(out.reshape(out.shape[0], -1), 1)}")
+    if args.output:
+        np.save(args.output, outputs[0])
+    if args.bench:
+        print(model.benchmark(repeat=args.repeat))
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from .bench import Timing, format_table, time_onnxruntime, time_torch
+
+    compiled, path, torch_model = _build(args)
+    x = np.random.default_rng(0).standard_normal(compiled.input_shapes[0]).astype("float32")
+    tvm_t = compiled.benchmark(x, repeat=args.repeat)
+    untuned = len(compiled.report.untuned_tasks)
+    note = f"{untuned} untuned kernels" if untuned else "tuned records"
+    rows = [Timing("tvm_freq (TVM)", tvm_t.median_ms, tvm_t.min_ms, tvm_t.max_ms, note)]
+    if not args.no_compare:
+        rows.append(time_onnxruntime(path, x, args.threads, repeat=args.repeat))
+        if torch_model is not None:
+            rows.append(time_torch(torch_model, x, args.threads, repeat=args.repeat))
+    print(f"\n{args.model}, batch {x.shape[0]}, {args.threads} thread(s), {compiled.target}")
+    print(format_table(rows))
+    if args.json:
+        Path(args.json).write_text(json.dumps([r.__dict__ for r in rows], indent=1))
+    return 0
+
+
+def cmd_train(args) -> int:
+    from .train import TrainConfig, run_training
+
+    cfg = TrainConfig(**{k: v for k, v in json.loads(args.config).items()}) if args.config else None
+    if cfg is None:
+        raise SystemExit("tvm-freq train: pass --config '{...}' (see docs/training.md)")
+    report = run_training(cfg)
+    print(json.dumps(report, indent=1, default=str))
+    return 0
+
+
+def _common(p: argparse.ArgumentParser, *, model: bool = True) -> None:
+    if model:
+        p.add_argument(
+            "model", nargs="?", default="mobilenetv2-224",
+            help="zoo model name or ONNX file (default: the bundled mobilenetv2-224)",
+        )  # fmt: skip
+        p.add_argument("--input-shape", type=_shape, default=None, help="e.g. 1,3,224,224")
+        p.add_argument("--target", default=None, help="e.g. 'llvm -mcpu=skylake-avx512'")
+        p.add_argument("--masks", default=None, help="frequency-band mask file (JSON)")
+        p.add_argument("--trials", type=int, default=0, help="tune kernels without records")
+        p.add_argument("--max-trials-per-task", type=int, default=None)
+        p.add_argument("--records", default=None, help="records directory (default ~/.cache)")
+        p.add_argument("--no-shipped", action="store_true", help="ignore shipped records")
+        p.add_argument("--no-prepack", action="store_true", help="no weight pre-packing")
+    p.add_argument("--threads", type=int, default=1, help="runtime threads (default 1)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``tvm-freq`` command.
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        Arguments (default ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        Exit status.
+    """
+    parser = argparse.ArgumentParser(prog="tvm-freq", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("compile", help="compile (and optionally tune) a model to a .so")
+    _common(p)
+    p.add_argument("-o", "--output", default="model.so", help="output library")
+    p.set_defaults(func=cmd_compile)
+
+    p = sub.add_parser("run", help="run a compiled model")
+    p.add_argument("library", help=".so written by `tvm-freq compile`")
+    p.add_argument("--input", help=".npy input (default: random)")
+    p.add_argument("--output", help="save the output to this .npy")
+    p.add_argument("--bench", action="store_true", help="also time it")
+    p.add_argument("--repeat", type=int, default=30)
+    _common(p, model=False)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("bench", help="compile and time against ONNX Runtime and PyTorch")
+    _common(p)
+    p.add_argument("--repeat", type=int, default=30)
+    p.add_argument("--no-compare", action="store_true", help="time tvm_freq only")
+    p.add_argument("--json", help="also write the timings as JSON here")
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("train", help="train a zoo model and learn frequency-band masks")
+    p.add_argument("--config", help="TrainConfig fields as JSON")
+    p.set_defaults(func=cmd_train)
+
+    args = parser.parse_args(argv)
+    if getattr(args, "threads", 1) < 1:
+        parser.error("--threads must be >= 1")
+    os.environ.setdefault("TVM_NUM_THREADS", str(getattr(args, "threads", 1)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        try:
+            return int(args.func(args) or 0)
+        except (ValueError, FileNotFoundError, TypeError, RuntimeError) as err:
+            print(f"tvm-freq: error: {err}", file=sys.stderr)
+            return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

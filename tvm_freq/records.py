@@ -1,0 +1,201 @@
+"""MetaSchedule tuning records, stored per target and reused across builds.
+
+Layout: ``<root>/<target key>/database_workload.json`` and
+``database_tuning_record.json`` (MetaSchedule's own JSON database, keyed by the
+structural hash of each workload). Two stores are consulted, in this order:
+
+1. the user's records, ``root`` = the ``records`` argument, else ``$TVM_FREQ_RECORDS``,
+   else ``~/.cache/tvm_freq/records``; tuning appends here;
+2. the records shipped in ``tvm_freq.schedules`` (``schedules/records/``), read-only.
+
+MetaSchedule only ever appends to these files, so records already there are never
+rewritten. A file that does not parse is reported with its line number and left
+untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import tvm
+from tvm.s_tir import meta_schedule as ms
+
+from .target import target_key
+
+__all__ = ["RecordsError", "RecordStore", "default_records_root", "shipped_records_root"]
+
+_FILES = ("database_workload.json", "database_tuning_record.json")
+
+
+class RecordsError(RuntimeError):
+    """A records directory that cannot be read or written."""
+
+
+def default_records_root() -> Path:
+    """Return the user's records root: ``$TVM_FREQ_RECORDS`` or ``~/.cache/tvm_freq/records``.
+
+    Returns
+    -------
+    pathlib.Path
+        The directory (it may not exist yet).
+    """
+    env = os.environ.get("TVM_FREQ_RECORDS")
+    return Path(env) if env else Path.home() / ".cache" / "tvm_freq" / "records"
+
+
+def shipped_records_root() -> Path:
+    """Return the directory of records shipped with the package.
+
+    Returns
+    -------
+    pathlib.Path
+        ``tvm_freq/schedules/records`` inside the installed package.
+    """
+    from . import schedules  # the package-dir mapped schedules/
+
+    return Path(schedules.__file__).parent / "records"
+
+
+def _validate(directory: Path) -> int:
+    """Parse every line of both database files; return the number of tuning records."""
+    count = 0
+    for name in _FILES:
+        path = directory / name
+        if not path.exists():
+            continue
+        if not path.is_file():
+            raise RecordsError(f"{path} is not a file")
+        try:
+            lines = path.read_text().splitlines()
+        except (OSError, UnicodeDecodeError) as err:
+            raise RecordsError(f"cannot read tuning records {path}: {err}") from None
+        for lineno, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise RecordsError(
+                    f"corrupt tuning records: {path}, line {lineno}: {err.msg}. The file was left "
+                    "as it is; repair or move it, or pass another records directory."
+                ) from None
+            if not isinstance(row, list) or len(row) < 2:
+                raise RecordsError(
+                    f"corrupt tuning records: {path}, line {lineno} is not a MetaSchedule row. "
+                    "The file was left as it is."
+                )
+            count += name == _FILES[1]
+    return count
+
+
+class RecordStore:
+    """The tuning records a build reads and writes.
+
+    Parameters
+    ----------
+    root : str or pathlib.Path, optional
+        User records root (see module docs for the default).
+    use_shipped : bool
+        Also read the records shipped in ``tvm_freq.schedules``.
+    """
+
+    def __init__(self, root: str | Path | None = None, *, use_shipped: bool = True):
+        self.root = Path(root).expanduser() if root is not None else default_records_root()
+        self.use_shipped = use_shipped
+        if self.root.exists() and not self.root.is_dir():
+            raise RecordsError(f"records path {self.root} exists and is not a directory")
+
+    def directory(self, target: tvm.target.Target) -> Path:
+        """Return the user records directory for ``target``.
+
+        Parameters
+        ----------
+        target : tvm.target.Target
+            Compilation target.
+
+        Returns
+        -------
+        pathlib.Path
+            ``<root>/<target key>``.
+        """
+        return self.root / target_key(target)
+
+    def _open(self, directory: Path, *, create: bool) -> ms.database.JSONDatabase | None:
+        if not directory.exists() and not create:
+            return None
+        _validate(directory)
+        if create:
+            try:
+                directory.mkdir(parents=True, exist_ok=True)
+                # Root ignores permission bits, so probe with a real write.
+                with tempfile.NamedTemporaryFile(dir=directory, prefix=".probe-"):
+                    pass
+            except OSError as err:
+                raise RecordsError(
+                    f"records directory {directory} is not writable ({err.strerror}); pass "
+                    "records=<a writable directory> or set TVM_FREQ_RECORDS. Records already "
+                    "there were not touched."
+                ) from None
+        paths = [directory / f for f in _FILES]
+        if not create and not all(p.exists() for p in paths):
+            return None
+        return ms.database.JSONDatabase(
+            str(paths[0]), str(paths[1]), allow_missing=create, module_equality="structural"
+        )
+
+    def writable(self, target: tvm.target.Target) -> ms.database.JSONDatabase:
+        """Open the user's database for ``target`` to append new records.
+
+        Parameters
+        ----------
+        target : tvm.target.Target
+            Compilation target.
+
+        Returns
+        -------
+        tvm.s_tir.meta_schedule.database.JSONDatabase
+            The database; raises :class:`RecordsError` when it is not writable or corrupt.
+        """
+        db = self._open(self.directory(target), create=True)
+        assert db is not None
+        return db
+
+    def readable(self, target: tvm.target.Target) -> list[ms.database.Database]:
+        """Open every database that has records for ``target`` (user first, then shipped).
+
+        Parameters
+        ----------
+        target : tvm.target.Target
+            Compilation target.
+
+        Returns
+        -------
+        list of tvm.s_tir.meta_schedule.database.Database
+            Possibly empty.
+        """
+        dirs = [self.directory(target)]
+        if self.use_shipped:
+            dirs.append(shipped_records_root() / target_key(target))
+        dbs = [self._open(d, create=False) for d in dirs]
+        return [db for db in dbs if db is not None]
+
+    def union(self, target: tvm.target.Target) -> ms.database.Database:
+        """Return one database for lookups: the best record over user and shipped stores.
+
+        Parameters
+        ----------
+        target : tvm.target.Target
+            Compilation target.
+
+        Returns
+        -------
+        tvm.s_tir.meta_schedule.database.Database
+            A union database, or an empty in-memory one.
+        """
+        dbs = self.readable(target)
+        if not dbs:
+            return ms.database.MemoryDatabase()
+        return dbs[0] if len(dbs) == 1 else ms.database.UnionDatabase(*dbs)

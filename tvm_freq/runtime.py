@@ -1,0 +1,235 @@
+"""The compiled model users call: NumPy/torch in, NumPy out, benchmark, export and load."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tvm
+import tvm_ffi
+from tvm import relax
+
+__all__ = ["CompiledModel", "BenchmarkResult", "load", "set_num_threads"]
+
+_META_SUFFIX = ".tvm_freq.json"
+_META_VERSION = 1
+
+
+def set_num_threads(threads: int) -> None:
+    """Set the TVM runtime thread pool size for this process.
+
+    Parameters
+    ----------
+    threads : int
+        Number of worker threads (1 = single-thread, as the paper measures).
+    """
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    os.environ["TVM_NUM_THREADS"] = str(threads)
+    # affinity mode 0 = default; the pool is resized in place.
+    tvm_ffi.get_global_func("runtime.config_threadpool")(0, int(threads))
+
+
+@dataclass(frozen=True)
+class BenchmarkResult:
+    """Latency statistics in milliseconds over ``repeat`` measurements."""
+
+    median_ms: float
+    min_ms: float
+    max_ms: float
+    mean_ms: float
+    repeat: int
+    number: int
+
+    def __str__(self) -> str:
+        return (
+            f"median {self.median_ms:.3f} ms (min {self.min_ms:.3f}, max {self.max_ms:.3f}; "
+            f"{self.repeat}x{self.number} runs)"
+        )
+
+
+@dataclass
+class CompiledModel:
+    """A model compiled by :func:`tvm_freq.build` (or loaded by :func:`tvm_freq.load`).
+
+    Call it with NumPy arrays or torch tensors, one per model input; it returns a
+    NumPy array (a tuple of them for several outputs).
+    """
+
+    executable: Any
+    input_names: tuple[str, ...]
+    input_shapes: tuple[tuple[int, ...], ...]
+    input_dtypes: tuple[str, ...]
+    target: str
+    threads: int = 1
+    report: Any = None
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        set_num_threads(self.threads)
+        self._dev = tvm.cpu()
+        self._vm = relax.VirtualMachine(self.executable, self._dev)
+
+    def _convert(self, inputs: tuple[Any, ...]) -> list[tvm.runtime.Tensor]:
+        if len(inputs) != len(self.input_shapes):
+            raise ValueError(
+                f"model takes {len(self.input_shapes)} input(s) {list(self.input_names)}, "
+                f"got {len(inputs)}"
+            )
+        out = []
+        for name, shape, dtype, x in zip(
+            self.input_names, self.input_shapes, self.input_dtypes, inputs, strict=True
+        ):
+            if hasattr(x, "detach") and hasattr(x, "cpu"):  # torch.Tensor without importing torch
+                x = x.detach().cpu().numpy()
+            x = np.asarray(x)
+            if tuple(x.shape) != tuple(shape):
+                raise ValueError(
+                    f"input {name!r}: expected shape {tuple(shape)}, got {tuple(x.shape)}"
+                )
+            if x.dtype != np.dtype(dtype):
+                raise TypeError(f"input {name!r}: expected dtype {dtype}, got {x.dtype}")
+            out.append(tvm.runtime.tensor(np.ascontiguousarray(x), self._dev))
+        return out
+
+    def __call__(self, *inputs: Any) -> np.ndarray | tuple[np.ndarray, ...]:
+        """Run the model.
+
+        Parameters
+        ----------
+        *inputs : numpy.ndarray or torch.Tensor
+            One array per model input, with exactly the compiled shape and dtype.
+
+        Returns
+        -------
+        numpy.ndarray or tuple of numpy.ndarray
+            The output(s).
+        """
+        result = self._vm["main"](*self._convert(inputs))
+        return _to_numpy(result)
+
+    def benchmark(
+        self, *inputs: Any, repeat: int = 30, number: int = 5, warmup: int = 3
+    ) -> BenchmarkResult:
+        """Time the model with TVM's ``time_evaluator``.
+
+        Parameters
+        ----------
+        *inputs : numpy.ndarray or torch.Tensor, optional
+            Inputs; deterministic random ones of the compiled shape when omitted.
+        repeat : int
+            Number of measurements; each averages ``number`` runs.
+        number : int
+            Runs per measurement.
+        warmup : int
+            Untimed runs first.
+
+        Returns
+        -------
+        BenchmarkResult
+            Median, min, max and mean latency in ms.
+        """
+        if not inputs:
+            rng = np.random.default_rng(0)
+            inputs = tuple(
+                rng.standard_normal(s).astype(d)
+                for s, d in zip(self.input_shapes, self.input_dtypes, strict=True)
+            )
+        args = self._convert(inputs)
+        for _ in range(warmup):
+            self._vm["main"](*args)
+        timer = self._vm.time_evaluator("main", self._dev, number=number, repeat=repeat)
+        ms = [t * 1e3 for t in timer(*args).results]
+        return BenchmarkResult(
+            statistics.median(ms), min(ms), max(ms), statistics.fmean(ms), repeat, number
+        )
+
+    def export_library(self, path: str | os.PathLike) -> Path:
+        """Write the compiled model to a shared library plus a small JSON sidecar.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            Library path, e.g. ``model.so``. ``<path>.tvm_freq.json`` holds the signature.
+
+        Returns
+        -------
+        pathlib.Path
+            The library path.
+        """
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.executable.export_library(str(path))
+        meta = {
+            "version": _META_VERSION,
+            "input_names": list(self.input_names),
+            "input_shapes": [list(s) for s in self.input_shapes],
+            "input_dtypes": list(self.input_dtypes),
+            "target": self.target,
+            "threads": self.threads,
+            "report": _report_json(self.report),
+            **self.meta,
+        }
+        tmp = path.with_name(path.name + _META_SUFFIX + ".tmp")
+        tmp.write_text(json.dumps(meta, indent=1))
+        os.replace(tmp, path.with_name(path.name + _META_SUFFIX))
+        return path
+
+
+def _report_json(report: Any) -> Any:
+    if report is None:
+        return None
+    if hasattr(report, "to_json"):
+        return report.to_json()
+    try:
+        return asdict(report)
+    except TypeError:
+        return str(report)
+
+
+def _to_numpy(value: Any) -> np.ndarray | tuple[np.ndarray, ...]:
+    if isinstance(value, tvm.runtime.Tensor):
+        return value.numpy()
+    items = tuple(_to_numpy(v) for v in value)
+    return items[0] if len(items) == 1 else items
+
+
+def load(path: str | os.PathLike, threads: int | None = None) -> CompiledModel:
+    """Load a model written by :meth:`CompiledModel.export_library`, without recompiling.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The library path.
+    threads : int, optional
+        Runtime threads; defaults to what the model was built for.
+
+    Returns
+    -------
+    CompiledModel
+        The model, ready to call.
+    """
+    path = Path(path)
+    meta_path = path.with_name(path.name + _META_SUFFIX)
+    if not path.exists():
+        raise FileNotFoundError(f"compiled model not found: {path}")
+    if not meta_path.exists():
+        raise FileNotFoundError(f"{meta_path} is missing: export with CompiledModel.export_library")
+    meta = json.loads(meta_path.read_text())
+    if meta.get("version") != _META_VERSION:
+        raise ValueError(f"{meta_path}: unsupported version {meta.get('version')}")
+    executable = tvm.runtime.load_module(str(path))
+    return CompiledModel(
+        executable=executable,
+        input_names=tuple(meta["input_names"]),
+        input_shapes=tuple(tuple(s) for s in meta["input_shapes"]),
+        input_dtypes=tuple(meta["input_dtypes"]),
+        target=meta["target"],
+        threads=threads or int(meta.get("threads", 1)),
+        report=meta.get("report"),
+    )

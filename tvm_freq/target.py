@@ -1,0 +1,133 @@
+"""CPU target selection: the host, single-thread by default, AVX-512 when the CPU has it."""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from pathlib import Path
+
+import tvm
+import tvm_ffi
+
+__all__ = ["REFERENCE_MCPU", "host_target", "resolve_target", "target_key"]
+
+# Shipped tuning records are tuned for this mcpu. LLVM's skylake-avx512 runs on every
+# AVX-512 CPU (Intel since Skylake-SP, AMD since Zen 4), so it is the portable choice.
+REFERENCE_MCPU = "skylake-avx512"
+
+
+@functools.cache
+def _cpu_flags() -> frozenset[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return frozenset()
+    m = re.search(r"^flags\s*:\s*(.*)$", text, re.MULTILINE)
+    return frozenset(m.group(1).split()) if m else frozenset()
+
+
+def host_target(num_cores: int = 1) -> tvm.target.Target:
+    """Return an LLVM target for this machine.
+
+    Parameters
+    ----------
+    num_cores : int
+        Threads the compiled model will use; MetaSchedule sizes its parallel loops to it.
+
+    Returns
+    -------
+    tvm.target.Target
+        ``skylake-avx512`` on AVX-512 hosts (the target shipped records are tuned for),
+        ``core-avx2`` on AVX2 hosts, and LLVM's generic CPU otherwise.
+    """
+    flags = _cpu_flags()
+    if "avx512f" in flags:
+        mcpu = REFERENCE_MCPU
+    elif "avx2" in flags:
+        mcpu = "core-avx2"
+    else:
+        mcpu = None
+    spec: dict[str, object] = {"kind": "llvm", "num-cores": int(num_cores)}
+    if mcpu:
+        spec["mcpu"] = mcpu
+    return tvm.target.Target(spec)
+
+
+def resolve_target(
+    target: str | dict | tvm.target.Target | None, num_cores: int = 1
+) -> tvm.target.Target:
+    """Turn a user's target spec into a CPU ``Target``, with a clear error when it is bad.
+
+    Parameters
+    ----------
+    target : str, dict, tvm.target.Target or None
+        ``None`` or ``"host"`` for :func:`host_target`; otherwise anything
+        ``tvm.target.Target`` accepts (e.g. ``"llvm -mcpu=skylake-avx512"``).
+    num_cores : int
+        Used when the spec does not set ``num-cores``.
+
+    Returns
+    -------
+    tvm.target.Target
+        The resolved target.
+    """
+    if target is None or target == "host":
+        return host_target(num_cores)
+    if isinstance(target, tvm.target.Target):
+        tgt = target
+    else:
+        try:
+            tgt = tvm.target.Target(_parse_spec(target) if isinstance(target, str) else target)
+        except Exception as err:  # TVM raises several error types for a bad spec
+            raise ValueError(
+                f"unknown target {target!r}: {str(err).splitlines()[0]}. "
+                "Use e.g. 'llvm -mcpu=skylake-avx512', a JSON dict, or None for the host CPU."
+            ) from None
+    if tgt.kind.name != "llvm":
+        raise ValueError(f"tvm_freq compiles for the CPU (kind 'llvm'); got kind {tgt.kind.name!r}")
+    mcpu = tgt.attrs.get("mcpu")
+    triple = (
+        str(tgt.attrs.get("mtriple", ""))
+        or tvm_ffi.get_global_func("tvm.codegen.llvm.GetDefaultTargetTriple")()
+    )
+    if mcpu and not tvm_ffi.get_global_func("target.llvm_is_valid_cpu")(str(mcpu), triple):
+        raise ValueError(f"unknown target: LLVM has no CPU named {str(mcpu)!r} for {triple}")
+    if "num-cores" not in tgt.attrs:
+        spec = dict(tgt.export())
+        spec["num-cores"] = int(num_cores)
+        tgt = tvm.target.Target(spec)
+    return tgt
+
+
+def _parse_spec(spec: str) -> dict | str:
+    # TVM 0.27 dropped the "llvm -mcpu=x" string form; users still type it.
+    spec = spec.strip()
+    if spec.startswith("{"):
+        return json.loads(spec)
+    kind, *opts = spec.split()
+    out: dict[str, object] = {"kind": kind}
+    for opt in opts:
+        key, sep, value = opt.lstrip("-").partition("=")
+        if not sep:
+            raise ValueError(f"target option {opt!r} is not of the form -key=value")
+        out[key] = int(value) if value.isdigit() else value
+    return out
+
+
+def target_key(target: tvm.target.Target) -> str:
+    """Return a file-name-safe key for a target: records are stored per key.
+
+    Parameters
+    ----------
+    target : tvm.target.Target
+        The target.
+
+    Returns
+    -------
+    str
+        E.g. ``"llvm-skylake-avx512-c1"``.
+    """
+    mcpu = str(target.attrs.get("mcpu", "generic")) or "generic"
+    cores = int(target.attrs.get("num-cores", 1))
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", f"{target.kind.name}-{mcpu}-c{cores}")
