@@ -1,4 +1,4 @@
-"""``tvm_freq.build``: import -> passes -> legalise/fuse -> tuning records -> compile.
+"""The compile pipeline behind ``tvm_freq.build``: import, passes, fuse, records, compile.
 
 Pipeline (every stage is an ordinary TVM pass or MetaSchedule call):
 
@@ -270,6 +270,7 @@ def build(
     threads: int = 1,
     calibrate: Any = None,
     energy: float = 0.99,
+    freq_options: dict | None = None,
 ) -> CompiledModel:
     """Compile a model for the CPU.
 
@@ -296,6 +297,9 @@ def build(
         Calibration batches: derive masks from coefficient energy instead of ``masks``.
     energy : float
         Fraction of each channel's coefficient energy kept when ``calibrate`` is given.
+    freq_options : dict, optional
+        Options of :class:`tvm_freq.passes.FrequencyBandPointwise` (``max_groups``,
+        ``min_saving``, ``force``).
 
     Returns
     -------
@@ -313,12 +317,14 @@ def build(
     mod = imported.mod
     if calibrate is not None and masks is not None:
         raise ValueError("pass either masks=... or calibrate=..., not both")
-    if calibrate is not None or masks is not None:
+    if calibrate is not None:
+        from .calibrate import masks_from_calibration
+
+        masks = masks_from_calibration(imported, calibrate, energy=energy)
+    if masks is not None:
         from .passes.frequency_band_pointwise import apply_masks_to_module
 
-        mod, report.layers = apply_masks_to_module(
-            mod, masks=masks, calibrate=calibrate, energy=energy, imported=imported
-        )
+        mod, report.layers = apply_masks_to_module(mod, masks=masks, **(freq_options or {}))
     mod = lower(mod, tgt, cpu_weight_prepack=tuning.cpu_weight_prepack)
     database = tune(mod, tgt, tuning, report)
     if report.untuned_tasks:

@@ -1,0 +1,468 @@
+"""Frequency-band pointwise conv kernels: truncated DCT -> banded dense GEMM -> truncated IDCT.
+
+Each generator is a Python function of plain ints that returns an unscheduled
+``PrimFunc`` (built with TE's ``create_prim_func``); schedules live in
+``tvm_freq.schedules``. A NumPy reference sits beside each generator.
+
+Layout and math, for one layer with ``k x k`` macroblocks (see ``tvm_freq.dct``):
+
+* ``P = N * BH * BW`` blocks, ``BH = ceil(H / k)``, ``BW = ceil(W / k)``; block ``p`` is
+  ``(n, bh, bw)`` in row-major order. Pixels outside ``H x W`` read as zero (the
+  padding rule shared with training) and outputs are cropped to ``H x W``.
+* Input channels are sorted by kept count, descending (``perm_in``); output
+  channels likewise (``perm_out``). Channels that keep coefficient ``q`` are then
+  prefixes, so each band is a dense GEMM.
+* Bands are grouped: group ``[n0, n1)`` uses the channel prefixes of its first band
+  (``Cin_g``, ``Cout_g``), and coefficients a channel does not keep are zeroed by
+  folding the per-channel mask into the DCT basis (``dct_g[q, c, :] = 0`` when
+  ``q >= kin_sorted[c]``). That keeps every kernel branch-free and exact.
+* Channel permutations are folded into weights (``W[perm_out][:, perm_in]``) and into
+  the kernels' indexing (``perm_in`` / ``slot_out`` tables), never as gathers of a
+  whole tensor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from tvm import te, tirx
+
+from tvm_freq.dct import dct_basis, padded_size
+
+__all__ = [
+    "BandGroup",
+    "BandPlan",
+    "plan_bands",
+    "truncated_dct",
+    "band_gemm",
+    "truncated_idct",
+    "truncated_dct_ref",
+    "band_gemm_ref",
+    "truncated_idct_ref",
+    "freq_pointwise_ref",
+]
+
+
+@dataclass(frozen=True)
+class BandGroup:
+    """Coefficients ``[n0, n1)`` computed as one GEMM over ``cin`` x ``cout`` channel prefixes."""
+
+    n0: int
+    n1: int
+    cin: int
+    cout: int
+
+    @property
+    def size(self) -> int:
+        """Number of coefficients in the group."""
+        return self.n1 - self.n0
+
+
+@dataclass(frozen=True)
+class BandPlan:
+    """Everything the kernels need for one layer, derived from the masks."""
+
+    k: int
+    kin: tuple[int, ...]
+    kout: tuple[int, ...]
+    perm_in: tuple[int, ...]
+    perm_out: tuple[int, ...]
+    groups: tuple[BandGroup, ...]
+
+    @property
+    def kin_sorted(self) -> np.ndarray:
+        """Kept counts of the input channels in sorted order."""
+        return np.asarray(self.kin)[list(self.perm_in)]
+
+    @property
+    def kout_sorted(self) -> np.ndarray:
+        """Kept counts of the output channels in sorted order."""
+        return np.asarray(self.kout)[list(self.perm_out)]
+
+    def gemm_macs_per_block(self) -> int:
+        """MACs per block of the grouped GEMMs (padding inside groups included)."""
+        return sum(g.size * g.cin * g.cout for g in self.groups)
+
+
+def plan_bands(
+    kin: Sequence[int], kout: Sequence[int], k: int, max_groups: int = 4
+) -> BandPlan:
+    """Sort channels and group the bands so that few, wide GEMMs cover every kept coefficient.
+
+    Groups are chosen by dynamic programming to minimise the padded GEMM MACs
+    ``sum_g size_g * Cin_g * Cout_g`` with at most ``max_groups`` groups.
+
+    Parameters
+    ----------
+    kin, kout : sequence of int
+        Kept zigzag coefficients per input / output channel, each in ``[0, k*k]``.
+    k : int
+        Macroblock size.
+    max_groups : int
+        Upper bound on the number of GEMMs.
+
+    Returns
+    -------
+    BandPlan
+        Permutations and groups. Groups cover only coefficients some channel keeps.
+    """
+    kin_a, kout_a = np.asarray(kin, dtype=np.int64), np.asarray(kout, dtype=np.int64)
+    nn = k * k
+    if kin_a.min(initial=0) < 0 or kin_a.max(initial=0) > nn:
+        raise ValueError(f"kin counts must be in [0, {nn}]")
+    if kout_a.min(initial=0) < 0 or kout_a.max(initial=0) > nn:
+        raise ValueError(f"kout counts must be in [0, {nn}]")
+    if max_groups < 1:
+        raise ValueError("max_groups must be >= 1")
+    # Stable sort: equal counts keep their original order (deterministic plans).
+    perm_in = np.argsort(-kin_a, kind="stable")
+    perm_out = np.argsort(-kout_a, kind="stable")
+    q = np.arange(nn)
+    cin_n = (kin_a[None, :] > q[:, None]).sum(1)
+    cout_n = (kout_a[None, :] > q[:, None]).sum(1)
+    live = int(np.max(np.nonzero((cin_n > 0) & (cout_n > 0))[0], initial=-1)) + 1
+    if live == 0:
+        return BandPlan(k, tuple(kin_a.tolist()), tuple(kout_a.tolist()),
+                        tuple(perm_in.tolist()), tuple(perm_out.tolist()), ())  # fmt: skip
+
+    def cost(a: int, b: int) -> int:
+        return (b - a) * int(cin_n[a]) * int(cout_n[a])
+
+    g_max = min(max_groups, live)
+    inf = float("inf")
+    best = [[inf] * (live + 1) for _ in range(g_max + 1)]
+    cut = [[0] * (live + 1) for _ in range(g_max + 1)]
+    best[0][0] = 0
+    for g in range(1, g_max + 1):
+        for b in range(1, live + 1):
+            for a in range(g - 1, b):
+                c = best[g - 1][a] + cost(a, b)
+                if c < best[g][b]:
+                    best[g][b], cut[g][b] = c, a
+    g = min(range(1, g_max + 1), key=lambda i: (best[i][live], i))
+    bounds, b = [], live
+    while g > 0:
+        a = cut[g][b]
+        bounds.append((a, b))
+        b, g = a, g - 1
+    groups = tuple(
+        BandGroup(a, b, int(cin_n[a]), int(cout_n[a]))
+        for a, b in reversed(bounds)
+        if cin_n[a] > 0 and cout_n[a] > 0
+    )
+    return BandPlan(k, tuple(kin_a.tolist()), tuple(kout_a.tolist()),
+                    tuple(perm_in.tolist()), tuple(perm_out.tolist()), groups)  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- constants
+
+
+def dct_group_basis(plan: BandPlan, group: BandGroup) -> np.ndarray:
+    """Masked DCT basis of one group, ``[size, Cin_g, k*k]`` (zero where a channel drops ``q``).
+
+    Parameters
+    ----------
+    plan : BandPlan
+        The layer plan.
+    group : BandGroup
+        One of ``plan.groups``.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 basis.
+    """
+    d = dct_basis(plan.k, "float32")[group.n0 : group.n1]
+    keep = plan.kin_sorted[: group.cin][None, :] > np.arange(group.n0, group.n1)[:, None]
+    return np.ascontiguousarray(d[:, None, :] * keep[:, :, None], dtype="float32")
+
+
+def idct_group_basis(plan: BandPlan, group: BandGroup) -> tuple[np.ndarray, np.ndarray]:
+    """Masked IDCT basis ``[size, Cout, k*k]`` in original channel order, and slot table.
+
+    Parameters
+    ----------
+    plan : BandPlan
+        The layer plan.
+    group : BandGroup
+        One of ``plan.groups``.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        ``basis`` (float32) and ``slot`` (int32, ``[Cout]``): output channel ``o`` reads
+        row ``slot[o]`` of the group's GEMM output; its basis rows are zero when ``o``
+        is outside the group's prefix or does not keep coefficient ``q``.
+    """
+    cout = len(plan.kout)
+    rank = np.empty(cout, dtype=np.int64)
+    rank[list(plan.perm_out)] = np.arange(cout)
+    kout = np.asarray(plan.kout)
+    qs = np.arange(group.n0, group.n1)
+    keep = (rank[None, :] < group.cout) & (kout[None, :] > qs[:, None])
+    d = dct_basis(plan.k, "float32")[group.n0 : group.n1]
+    basis = np.ascontiguousarray(d[:, None, :] * keep[:, :, None], dtype="float32")
+    slot = np.minimum(rank, group.cout - 1).astype("int32")
+    return basis, slot
+
+
+def group_weight(plan: BandPlan, weight: np.ndarray, group: BandGroup) -> np.ndarray:
+    """Sorted dense weight block ``W[perm_out][:, perm_in][:Cout_g, :Cin_g]``.
+
+    Parameters
+    ----------
+    plan : BandPlan
+        The layer plan.
+    weight : numpy.ndarray
+        ``[Cout, Cin]`` (or ``[Cout, Cin, 1, 1]``) conv weight.
+    group : BandGroup
+        One of ``plan.groups``.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 ``[Cout_g, Cin_g]``.
+    """
+    w = np.asarray(weight).reshape(len(plan.kout), len(plan.kin))
+    w = w[list(plan.perm_out)][:, list(plan.perm_in)]
+    return np.ascontiguousarray(w[: group.cout, : group.cin], dtype="float32")
+
+
+# ----------------------------------------------------------------------------- kernels
+
+
+def _blocks(n: int, h: int, w: int, k: int) -> tuple[int, int, int]:
+    bh, bw = padded_size(h, k) // k, padded_size(w, k) // k
+    return bh, bw, n * bh * bw
+
+
+def truncated_dct(
+    n: int, cin: int, h: int, w: int, k: int, size: int, cin_g: int, dtype: str = "float32"
+) -> tirx.PrimFunc:
+    """Truncated blocked DCT of one band group, reading NCHW directly.
+
+    ``out[q, c, p] = sum_ij basis[q, c, ij] * X[b, perm[c], bh*k + i, bw*k + j]``
+    for the ``cin_g`` sorted input channels of the group and its ``size`` coefficients.
+
+    Parameters
+    ----------
+    n, cin, h, w : int
+        Input shape (NCHW).
+    k : int
+        Macroblock size.
+    size : int
+        Coefficients in the group.
+    cin_g : int
+        Input channels in the group's prefix.
+    dtype : str
+        Data type.
+
+    Returns
+    -------
+    tvm.tirx.PrimFunc
+        ``(X[n, cin, h, w], basis[size, cin_g, k*k], perm[cin_g] int32) -> out[size, cin_g, P]``.
+    """
+    bh, bw, p = _blocks(n, h, w, k)
+    x = te.placeholder((n, cin, h, w), dtype, name="X")
+    basis = te.placeholder((size, cin_g, k * k), dtype, name="basis")
+    perm = te.placeholder((cin_g,), "int32", name="perm")
+    r = te.reduce_axis((0, k * k), name="r")
+    pad = padded_size(h, k) != h or padded_size(w, k) != w
+
+    def body(q, c, blk):
+        b, rest = blk // (bh * bw), blk % (bh * bw)
+        hh = (rest // bw) * k + r // k
+        ww = (rest % bw) * k + r % k
+        if pad:
+            inside = tirx.all(hh < h, ww < w)
+            val = te.if_then_else(
+                inside, x[b, perm[c], tirx.min(hh, h - 1), tirx.min(ww, w - 1)], 0.0
+            )
+        else:
+            val = x[b, perm[c], hh, ww]
+        return te.sum(basis[q, c, r] * val, axis=r)
+
+    out = te.compute((size, cin_g, p), body, name="dct")
+    return te.create_prim_func([x, basis, perm, out]).with_attr("global_symbol", "freq_dct")
+
+
+def band_gemm(size: int, cout_g: int, cin_g: int, p: int, dtype: str = "float32") -> tirx.PrimFunc:
+    """Dense GEMM of one band group: ``out[q] = W @ Xf[q]`` for every coefficient ``q``.
+
+    Parameters
+    ----------
+    size : int
+        Coefficients in the group (the batch of the GEMM).
+    cout_g, cin_g : int
+        Output / input channels of the group's prefixes.
+    p : int
+        Number of blocks.
+    dtype : str
+        Data type.
+
+    Returns
+    -------
+    tvm.tirx.PrimFunc
+        ``(W[cout_g, cin_g], Xf[size, cin_g, p]) -> out[size, cout_g, p]``.
+    """
+    wt = te.placeholder((cout_g, cin_g), dtype, name="W")
+    xf = te.placeholder((size, cin_g, p), dtype, name="Xf")
+    r = te.reduce_axis((0, cin_g), name="r")
+    out = te.compute(
+        (size, cout_g, p), lambda q, o, blk: te.sum(wt[o, r] * xf[q, r, blk], axis=r), name="gemm"
+    )
+    return te.create_prim_func([wt, xf, out]).with_attr("global_symbol", "freq_gemm")
+
+
+def truncated_idct(
+    n: int, cout: int, h: int, w: int, k: int, size: int, cout_g: int, dtype: str = "float32"
+) -> tirx.PrimFunc:
+    """Truncated blocked IDCT of one band group, writing NCHW in the original channel order.
+
+    ``Y[b, o, y, x] = sum_q basis[q, o, ij] * Yf[q, slot[o], p]`` with ``p`` and ``ij``
+    the block and the position in it of pixel ``(y, x)``; cropped to ``h x w``.
+
+    Parameters
+    ----------
+    n, cout, h, w : int
+        Output shape (NCHW).
+    k : int
+        Macroblock size.
+    size : int
+        Coefficients in the group.
+    cout_g : int
+        Output channels in the group's prefix (rows of ``Yf``).
+    dtype : str
+        Data type.
+
+    Returns
+    -------
+    tvm.tirx.PrimFunc
+        ``(Yf[size, cout_g, P], basis[size, cout, k*k], slot[cout] int32) -> Y[n, cout, h, w]``.
+    """
+    bh, bw, p = _blocks(n, h, w, k)
+    yf = te.placeholder((size, cout_g, p), dtype, name="Yf")
+    basis = te.placeholder((size, cout, k * k), dtype, name="basis")
+    slot = te.placeholder((cout,), "int32", name="slot")
+    q = te.reduce_axis((0, size), name="q")
+
+    def body(b, o, yy, xx):
+        blk = (b * bh + yy // k) * bw + xx // k
+        ij = (yy % k) * k + xx % k
+        return te.sum(basis[q, o, ij] * yf[q, slot[o], blk], axis=q)
+
+    out = te.compute((n, cout, h, w), body, name="idct")
+    return te.create_prim_func([yf, basis, slot, out]).with_attr("global_symbol", "freq_idct")
+
+
+# ----------------------------------------------------------------------------- references
+
+
+def truncated_dct_ref(x: np.ndarray, basis: np.ndarray, perm: np.ndarray, k: int) -> np.ndarray:
+    """NumPy reference of :func:`truncated_dct`.
+
+    Parameters
+    ----------
+    x : numpy.ndarray
+        ``[N, Cin, H, W]`` input.
+    basis : numpy.ndarray
+        ``[size, Cin_g, k*k]`` masked basis.
+    perm : numpy.ndarray
+        ``[Cin_g]`` input channel of each sorted slot.
+    k : int
+        Macroblock size.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``[size, Cin_g, P]``.
+    """
+    n, _, h, w = x.shape
+    hp, wp = padded_size(h, k), padded_size(w, k)
+    xp = np.zeros((n, len(perm), hp, wp), dtype=np.float64)
+    xp[:, :, :h, :w] = x[:, perm]
+    blocks = xp.reshape(n, len(perm), hp // k, k, wp // k, k).transpose(1, 0, 2, 4, 3, 5)
+    blocks = blocks.reshape(len(perm), -1, k * k)  # [Cin_g, P, k*k]
+    return np.einsum("qcr,cpr->qcp", basis, blocks)
+
+
+def band_gemm_ref(weight: np.ndarray, xf: np.ndarray) -> np.ndarray:
+    """NumPy reference of :func:`band_gemm`.
+
+    Parameters
+    ----------
+    weight : numpy.ndarray
+        ``[Cout_g, Cin_g]``.
+    xf : numpy.ndarray
+        ``[size, Cin_g, P]``.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``[size, Cout_g, P]``.
+    """
+    return np.einsum("oc,qcp->qop", weight.astype(np.float64), xf)
+
+
+def truncated_idct_ref(
+    yf: np.ndarray, basis: np.ndarray, slot: np.ndarray, k: int, n: int, h: int, w: int
+) -> np.ndarray:
+    """NumPy reference of :func:`truncated_idct`.
+
+    Parameters
+    ----------
+    yf : numpy.ndarray
+        ``[size, Cout_g, P]``.
+    basis : numpy.ndarray
+        ``[size, Cout, k*k]``.
+    slot : numpy.ndarray
+        ``[Cout]`` row of ``yf`` each output channel reads.
+    k, n, h, w : int
+        Block size and output shape.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``[N, Cout, H, W]``.
+    """
+    hp, wp = padded_size(h, k), padded_size(w, k)
+    pix = np.einsum("qor,qop->opr", basis, yf[:, slot])  # [Cout, P, k*k]
+    cout = len(slot)
+    y = pix.reshape(cout, n, hp // k, wp // k, k, k).transpose(1, 0, 2, 4, 3, 5)
+    return y.reshape(n, cout, hp, wp)[:, :, :h, :w]
+
+
+def freq_pointwise_ref(
+    x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, plan: BandPlan
+) -> np.ndarray:
+    """The whole layer in NumPy through the three references (DCT -> GEMMs -> IDCT).
+
+    Parameters
+    ----------
+    x : numpy.ndarray
+        ``[N, Cin, H, W]`` input.
+    weight : numpy.ndarray
+        ``[Cout, Cin(, 1, 1)]`` conv weight.
+    bias : numpy.ndarray, optional
+        ``[Cout]``.
+    plan : BandPlan
+        Masks and groups.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``[N, Cout, H, W]``; equals ``conv1x1(x)`` with coefficients masked per channel.
+    """
+    n, _, h, w = x.shape
+    y = np.zeros((n, len(plan.kout), h, w))
+    for g in plan.groups:
+        xf = truncated_dct_ref(x, dct_group_basis(plan, g), np.asarray(plan.perm_in[: g.cin]),
+                               plan.k)  # fmt: skip
+        yf = band_gemm_ref(group_weight(plan, weight, g), xf)
+        basis, slot = idct_group_basis(plan, g)
+        y += truncated_idct_ref(yf, basis, slot, plan.k, n, h, w)
+    if bias is not None:
+        y += np.asarray(bias).reshape(1, -1, 1, 1)
+    return y

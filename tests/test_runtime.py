@@ -1,0 +1,78 @@
+"""Compiled models: export_library / load round trip, benchmark statistics, CLI."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+import tvm_freq
+from tvm_freq import Tuning, UntunedWarning
+from tvm_freq.models import export_onnx
+
+
+def _net() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU6(),
+        torch.nn.Conv2d(8, 4, 1),
+    ).eval()  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def compiled():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UntunedWarning)
+        return tvm_freq.build(_net(), input_shape=(1, 3, 8, 8), tuning=Tuning(use_shipped=False))
+
+
+def test_export_and_load_round_trip(compiled, tmp_path):
+    x = np.random.default_rng(0).standard_normal((1, 3, 8, 8)).astype("float32")
+    path = compiled.export_library(tmp_path / "m.so")
+    loaded = tvm_freq.load(path)
+    np.testing.assert_allclose(loaded(x), compiled(x), rtol=1e-6, atol=1e-6)
+    assert loaded.input_shapes == ((1, 3, 8, 8),)
+    with torch.no_grad():
+        ref = _net()(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(loaded(x), ref, rtol=1e-4, atol=1e-5)
+
+
+def test_load_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        tvm_freq.load(tmp_path / "missing.so")
+
+
+def test_benchmark_statistics(compiled):
+    res = compiled.benchmark(repeat=3, number=2)
+    assert res.repeat == 3 and res.number == 2
+    assert 0 < res.min_ms <= res.median_ms <= res.max_ms
+
+
+def test_cli_compile_then_run(tmp_path):
+    onnx_path = export_onnx(_net(), tmp_path / "net.onnx", (1, 3, 8, 8))
+    lib = tmp_path / "net.so"
+    env_py = [sys.executable, "-m", "tvm_freq.cli"]
+    out = subprocess.run([*env_py, "compile", str(onnx_path), "-o", str(lib), "--no-shipped"],
+                         capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert lib.exists()
+    x = np.random.default_rng(0).standard_normal((1, 3, 8, 8)).astype("float32")
+    np.save(tmp_path / "x.npy", x)
+    run = subprocess.run([*env_py, "run", str(lib), "--input", str(tmp_path / "x.npy"),
+                          "--output", str(tmp_path / "y.npy")],
+                         capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    with torch.no_grad():
+        ref = _net()(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), ref, rtol=1e-4, atol=1e-5)
+
+
+def test_cli_reports_bad_input_cleanly(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "tvm_freq.cli", "compile",
+                          str(tmp_path / "nope.onnx")], capture_output=True, text=True)  # fmt: skip
+    assert out.returncode != 0
+    assert "neither a file nor a zoo model" in out.stderr

@@ -1,0 +1,359 @@
+"""Relax pass: pruned pointwise convs -> truncated DCT -> banded dense GEMMs -> truncated IDCT.
+
+Usable in any Relax pipeline::
+
+    from tvm_freq.masks import load_masks
+    from tvm_freq.passes import FrequencyBandPointwise
+    mod = FrequencyBandPointwise(load_masks("masks.json"))(mod)  # then tvm.compile(mod, ...)
+
+A conv is *eligible* when it is ``relax.nn.conv2d`` with a constant ``[Cout, Cin, 1, 1]``
+float32 weight, stride 1, dilation 1, groups 1, no padding, NCHW/OIHW layouts and a
+static input shape. Eligible convs are numbered in binding order (the ``ordinal`` of
+the mask file); a mask is applied to the eligible conv with the same ordinal and
+weight shape. Everything else is left untouched, and so is a masked conv whose
+frequency path would cost at least as many MACs as the dense conv (profitability).
+The bias ``add`` that follows a conv stays a Relax ``add``, which ``FuseOps`` fuses
+into the IDCT kernel as its epilogue.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import tvm
+from tvm import relax
+from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
+
+from tvm_freq.kernels import freq_pointwise as K
+
+from ..masks import LayerMask, MaskFile, MaskMismatchError
+
+__all__ = ["FrequencyBandPointwise", "LayerDecision", "eligible_convs", "format_layer_table"]
+
+
+@dataclass
+class LayerDecision:
+    """What the pass did with one eligible pointwise conv."""
+
+    ordinal: int
+    name: str
+    cin: int
+    cout: int
+    height: int
+    width: int
+    block: int | None = None
+    dense_macs: int = 0
+    dct_macs: int = 0
+    gemm_macs: int = 0
+    idct_macs: int = 0
+    decision: str = "dense: no mask"
+    kernels: list[str] = field(default_factory=list)
+
+    @property
+    def freq_macs(self) -> int:
+        """MACs of the frequency path (0 when not rewritten)."""
+        return self.dct_macs + self.gemm_macs + self.idct_macs
+
+    def to_json(self) -> dict:
+        """Return a JSON-serialisable dict.
+
+        Returns
+        -------
+        dict
+            The decision.
+        """
+        return asdict(self)
+
+
+def _static_shape(expr: relax.Expr) -> tuple[int, ...] | None:
+    ty = expr.ty
+    if not isinstance(ty, relax.TensorType) or ty.shape is None:
+        return None
+    try:
+        return tuple(int(d) for d in ty.shape.values)
+    except (TypeError, AttributeError):
+        return None
+
+
+def _is_eligible(call: relax.Call) -> bool:
+    """1x1, stride 1, dilation 1, groups 1, no padding, NCHW/OIHW, static, constant fp32 weight."""
+    if not isinstance(call, relax.Call) or call.op != tvm.ir.Op.get("relax.nn.conv2d"):
+        return False
+    data, weight = call.args
+    attrs = call.attrs
+    wshape, xshape = _static_shape(weight), _static_shape(data)
+    return (
+        isinstance(weight, tvm.ir.expr.Constant)
+        and wshape is not None
+        and xshape is not None
+        and len(wshape) == 4
+        and wshape[2:] == (1, 1)
+        and [int(s) for s in attrs.strides] == [1, 1]
+        and [int(d) for d in attrs.dilation] == [1, 1]
+        and all(int(p) == 0 for p in attrs.padding)
+        and int(attrs.groups) == 1
+        and attrs.data_layout == "NCHW"
+        and attrs.kernel_layout == "OIHW"
+        and attrs.out_layout == "NCHW"
+        and str(weight.ty.dtype) == "float32"
+        and str(data.ty.dtype) == "float32"
+    )
+
+
+def eligible_convs(func: relax.Function) -> list[relax.Call]:
+    """Return the eligible pointwise conv calls of ``func`` in binding order.
+
+    Parameters
+    ----------
+    func : tvm.relax.Function
+        A Relax function.
+
+    Returns
+    -------
+    list of tvm.relax.Call
+        Eligible ``conv2d`` calls; index = mask-file ordinal.
+    """
+    found: list[relax.Call] = []
+
+    @relax.expr_functor.visitor
+    class _Visitor(relax.PyExprVisitor):
+        def visit_call_(self, call: relax.Call) -> None:  # noqa: N802 - TVM visitor API
+            super().visit_call_(call)
+            if _is_eligible(call):
+                found.append(call)
+
+    _Visitor().visit_expr(func)
+    return found
+
+
+@tvm.transform.module_pass(opt_level=0, name="FrequencyBandPointwise")
+class FrequencyBandPointwise:
+    """Rewrite masked pointwise convs into frequency-band kernels.
+
+    Parameters
+    ----------
+    masks : tvm_freq.masks.MaskFile
+        Frozen masks; ordinals and weight shapes must match the module's eligible convs.
+    max_groups : int
+        Most GEMMs per layer (bands are grouped; see ``tvm_freq.kernels.freq_pointwise``).
+    min_saving : float
+        Rewrite only when the frequency path saves at least this fraction of the dense
+        MACs (0 = any saving).
+    force : bool
+        Rewrite every masked conv, profitable or not (for tests and measurements).
+    """
+
+    def __init__(
+        self,
+        masks: MaskFile,
+        *,
+        max_groups: int = 4,
+        min_saving: float = 0.0,
+        force: bool = False,
+    ):
+        if not isinstance(masks, MaskFile):
+            raise TypeError(f"masks must be a tvm_freq.masks.MaskFile, got {type(masks).__name__}")
+        if not 0.0 <= min_saving < 1.0:
+            raise ValueError("min_saving must be in [0, 1)")
+        self.masks = masks
+        self.max_groups = max_groups
+        self.min_saving = min_saving
+        self.force = force
+        self.decisions: list[LayerDecision] = []
+        # Pattern: conv2d with a constant weight; eligibility is checked separately.
+        self.data = wildcard()
+        self.weight = is_const()
+        self.pattern = is_op("relax.nn.conv2d")(self.data, self.weight)
+
+    def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
+        """Apply the rewrite to ``main``.
+
+        Parameters
+        ----------
+        mod : tvm.IRModule
+            Relax module.
+        _ctx : tvm.transform.PassContext
+            Pass context.
+
+        Returns
+        -------
+        tvm.IRModule
+            The rewritten module.
+        """
+        builder = relax.BlockBuilder(mod)
+        gv = mod.get_global_var("main")
+        func = mod["main"]
+        convs = eligible_convs(func)
+        self._check(convs)
+        plans = self._decide(convs)
+        by_call = list(zip(convs, plans, strict=True))
+
+        def rewriter(expr: relax.Expr, matches: dict) -> relax.Expr:
+            for call, plan in by_call:
+                if expr.same_as(call) and plan is not None:
+                    return self._emit(builder, expr, plan)
+            return expr
+
+        builder.update_func(gv, rewrite_call(self.pattern, rewriter, func))
+        return builder.get()
+
+    # -- eligibility and decisions ------------------------------------------------------
+
+    def _check(self, convs: list[relax.Call]) -> None:
+        if self.masks.num_pointwise != len(convs):
+            raise MaskMismatchError(
+                f"mask file is for a model with {self.masks.num_pointwise} pointwise convs, "
+                f"but this model has {len(convs)}"
+            )
+        for lm in self.masks.layers:
+            wshape = _static_shape(convs[lm.ordinal].args[1])
+            if tuple(wshape) != tuple(lm.weight_shape):
+                raise MaskMismatchError(
+                    f"layer {lm.name!r} (pointwise conv #{lm.ordinal}): mask is for weight shape "
+                    f"{list(lm.weight_shape)}, the model has {list(wshape)}",
+                    layer=lm.name,
+                )
+
+    def _decide(self, convs: list[relax.Call]) -> list[tuple[LayerMask, K.BandPlan] | None]:
+        masks = {lm.ordinal: lm for lm in self.masks.layers}
+        out: list[tuple[LayerMask, K.BandPlan] | None] = []
+        self.decisions = []
+        for i, call in enumerate(convs):
+            n, cin, h, w = _static_shape(call.args[0])
+            cout = _static_shape(call.args[1])[0]
+            lm = masks.get(i)
+            dec = LayerDecision(i, lm.name if lm else f"pointwise#{i}", cin, cout, h, w)
+            dec.dense_macs = n * cin * cout * h * w
+            self.decisions.append(dec)
+            if lm is None:
+                out.append(None)
+                continue
+            plan = K.plan_bands(lm.kin, lm.kout, lm.block, self.max_groups)
+            blocks = n * (-(-h // lm.block)) * (-(-w // lm.block))
+            dec.block = lm.block
+            # Kernels compute whole groups, so count what they really do, not the ideal bands.
+            dec.dct_macs = blocks * lm.block**2 * sum(g.size * g.cin for g in plan.groups)
+            dec.gemm_macs = blocks * plan.gemm_macs_per_block()
+            dec.idct_macs = n * h * w * cout * sum(g.size for g in plan.groups)
+            if not self.force and dec.freq_macs >= dec.dense_macs * (1.0 - self.min_saving):
+                dec.decision = f"dense: unprofitable ({dec.freq_macs / dec.dense_macs:.2f}x MACs)"
+                out.append(None)
+                continue
+            dec.decision = f"freq ({dec.freq_macs / dec.dense_macs:.2f}x MACs)"
+            out.append((lm, plan))
+        return out
+
+    # -- rewrite -------------------------------------------------------------------------
+
+    def _emit(
+        self, builder: relax.BlockBuilder, call: relax.Call, item: tuple[LayerMask, K.BandPlan]
+    ) -> relax.Expr:
+        lm, plan = item
+        data, weight = call.args
+        n, cin, h, w = _static_shape(data)
+        cout = lm.out_channels
+        k = plan.k
+        wnp = weight.value.numpy()
+        dec = self.decisions[lm.ordinal]
+        p = n * (-(-h // k)) * (-(-w // k))
+        y: relax.Expr | None = None
+        for g in plan.groups:
+            gv_dct = _add(builder, K.truncated_dct(n, cin, h, w, k, g.size, g.cin), "freq_dct")
+            gv_gemm = _add(builder, K.band_gemm(g.size, g.cout, g.cin, p), "freq_gemm")
+            gv_idct = _add(builder, K.truncated_idct(n, cout, h, w, k, g.size, g.cout), "freq_idct")
+            dec.kernels += [gv_dct.name_hint, gv_gemm.name_hint, gv_idct.name_hint]
+            perm = np.asarray(plan.perm_in[: g.cin], dtype="int32")
+            basis_o, slot = K.idct_group_basis(plan, g)
+            xf = relax.call_tir(
+                gv_dct,
+                [data, relax.const(K.dct_group_basis(plan, g)), relax.const(perm)],
+                relax.TensorType((g.size, g.cin, p), "float32"),
+            )
+            yf = relax.call_tir(
+                gv_gemm,
+                [relax.const(K.group_weight(plan, wnp, g)), xf],
+                relax.TensorType((g.size, g.cout, p), "float32"),
+            )
+            yg = relax.call_tir(
+                gv_idct,
+                [yf, relax.const(basis_o), relax.const(slot)],
+                relax.TensorType((n, cout, h, w), "float32"),
+            )
+            y = yg if y is None else relax.op.add(y, yg)
+        if y is None:  # every coefficient pruned: the conv outputs zeros
+            y = relax.op.zeros(relax.ShapeExpr([n, cout, h, w]), "float32")
+        return y
+
+
+def _add(builder: relax.BlockBuilder, func: tvm.tirx.PrimFunc, name: str) -> relax.GlobalVar:
+    # Private: the builder names it (and dedups identical kernels across layers).
+    return builder.add_func(func.without_attr("global_symbol"), name)
+
+
+def format_layer_table(layers: list[Any]) -> str:
+    """Render per-layer decisions as a Markdown table.
+
+    Parameters
+    ----------
+    layers : list of LayerDecision or dict
+        Decisions (dicts when loaded from JSON).
+
+    Returns
+    -------
+    str
+        The table, with a total row.
+    """
+    rows = [
+        "| # | layer | Cin->Cout @ HxW | k | dense MMAC | DCT | GEMM | IDCT | freq/dense | decision |",
+        "|---:|---|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    dense_total = freq_total = 0
+    for d in layers:
+        d = d if isinstance(d, dict) else d.to_json()
+        freq = d["dct_macs"] + d["gemm_macs"] + d["idct_macs"]
+        used = freq if d["decision"].startswith("freq") else d["dense_macs"]
+        dense_total += d["dense_macs"]
+        freq_total += used
+        ratio = f"{freq / d['dense_macs']:.2f}" if freq else "-"
+        rows.append(
+            f"| {d['ordinal']} | {d['name']} | {d['cin']}->{d['cout']} @ {d['height']}x{d['width']}"
+            f" | {d['block'] or '-'} | {d['dense_macs'] / 1e6:.2f} | {d['dct_macs'] / 1e6:.2f} | "
+            f"{d['gemm_macs'] / 1e6:.2f} | {d['idct_macs'] / 1e6:.2f} | {ratio} | {d['decision']} |"
+        )
+    if dense_total:
+        rows.append(
+            f"| | **pointwise total** | | | {dense_total / 1e6:.2f} | | | | "
+            f"{freq_total / dense_total:.2f} | |"
+        )
+    return "\n".join(rows)
+
+
+def apply_masks_to_module(
+    mod: tvm.IRModule,
+    *,
+    masks: Any = None,
+    **options: Any,
+) -> tuple[tvm.IRModule, list[LayerDecision]]:
+    """Run :class:`FrequencyBandPointwise` with masks from a path or a ``MaskFile``.
+
+    Parameters
+    ----------
+    mod : tvm.IRModule
+        Imported Relax module.
+    masks : str, os.PathLike or MaskFile
+        The masks.
+    **options : Any
+        ``max_groups``, ``min_saving``, ``force`` of :class:`FrequencyBandPointwise`.
+
+    Returns
+    -------
+    tuple
+        The rewritten module and the per-layer decisions.
+    """
+    from ..masks import load_masks
+
+    maskfile = masks if isinstance(masks, MaskFile) else load_masks(masks)
+    rewrite = FrequencyBandPointwise(maskfile, **options)
+    return rewrite(mod), rewrite.decisions
