@@ -14,8 +14,8 @@ import argparse
 import time
 from pathlib import Path
 
-from tvm_freq.build import Tuning, build
 from tvm_freq.models import MODEL_NAMES, bundled_onnx
+from tvm_freq.pipeline import Tuning, build
 
 RECORDS = Path(__file__).resolve().parents[1] / "schedules" / "records"
 
@@ -25,7 +25,7 @@ def main() -> None:
     p.add_argument("models", nargs="+", choices=MODEL_NAMES)
     p.add_argument("--trials", type=int, default=768)
     p.add_argument("--max-trials-per-task", type=int, default=16)
-    p.add_argument("--masks", default=None, help="also tune the frequency kernels of this mask file")
+    p.add_argument("--masks", default=None, help="also tune the frequency kernels")
     p.add_argument("--records", default=str(RECORDS))
     args = p.parse_args()
     for name in args.models:

@@ -48,7 +48,7 @@ def _resolve_model(spec: str, input_shape):
 
 
 def _tuning(args):
-    from .build import Tuning
+    from .pipeline import Tuning
 
     return Tuning(
         trials=args.trials,
@@ -60,7 +60,7 @@ def _tuning(args):
 
 
 def _build(args):
-    from .build import build
+    from .pipeline import build
 
     path, torch_model, shape = _resolve_model(args.model, args.input_shape)
     start = time.perf_counter()
@@ -97,7 +97,8 @@ def cmd_run(args) -> int:
     y = model(x)
     outputs = y if isinstance(y, tuple) else (y,)
     for i, out in enumerate(outputs):
-        print(f"output {i}: shape {out.shape}, argmax {np.argmax(out.reshape(out.shape[0], -1), 1)}")
+        top = np.argmax(out.reshape(out.shape[0], -1), 1)
+        print(f"output {i}: shape {out.shape}, argmax {top}")
     if args.output:
         np.save(args.output, outputs[0])
     if args.bench:
@@ -126,12 +127,9 @@ def cmd_bench(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from .train import TrainConfig, run_training
+    from .train import config_from_args, run_training
 
-    cfg = TrainConfig(**{k: v for k, v in json.loads(args.config).items()}) if args.config else None
-    if cfg is None:
-        raise SystemExit("tvm-freq train: pass --config '{...}' (see docs/training.md)")
-    report = run_training(cfg)
+    report = run_training(config_from_args(args))
     print(json.dumps(report, indent=1, default=str))
     return 0
 
@@ -190,8 +188,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", help="also write the timings as JSON here")
     p.set_defaults(func=cmd_bench)
 
+    from .train import add_config_flags
+
     p = sub.add_parser("train", help="train a zoo model and learn frequency-band masks")
-    p.add_argument("--config", help="TrainConfig fields as JSON")
+    add_config_flags(p)
     p.set_defaults(func=cmd_train)
 
     args = parser.parse_args(argv)

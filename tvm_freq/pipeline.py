@@ -268,8 +268,6 @@ def build(
     masks: Any = None,
     tuning: Tuning | int | None = None,
     threads: int = 1,
-    calibrate: Any = None,
-    energy: float = 0.99,
     freq_options: dict | None = None,
 ) -> CompiledModel:
     """Compile a model for the CPU.
@@ -293,10 +291,6 @@ def build(
         Records and tuning budget; an int is a trial budget. Default: reuse records, never tune.
     threads : int
         Runtime threads (default 1, single-thread as in the paper).
-    calibrate : iterable of arrays, optional
-        Calibration batches: derive masks from coefficient energy instead of ``masks``.
-    energy : float
-        Fraction of each channel's coefficient energy kept when ``calibrate`` is given.
     freq_options : dict, optional
         Options of :class:`tvm_freq.passes.FrequencyBandPointwise` (``max_groups``,
         ``min_saving``, ``force``).
@@ -315,12 +309,6 @@ def build(
     )
     report = BuildReport(target=str(tgt), source=imported.source)
     mod = imported.mod
-    if calibrate is not None and masks is not None:
-        raise ValueError("pass either masks=... or calibrate=..., not both")
-    if calibrate is not None:
-        from .calibrate import masks_from_calibration
-
-        masks = masks_from_calibration(imported, calibrate, energy=energy)
     if masks is not None:
         from .passes.frequency_band_pointwise import apply_masks_to_module
 

@@ -30,7 +30,10 @@ from tvm_freq.kernels import freq_pointwise as K
 
 from ..masks import LayerMask, MaskFile, MaskMismatchError
 
-__all__ = ["FrequencyBandPointwise", "LayerDecision", "eligible_convs", "format_layer_table"]
+__all__ = [
+    "FrequencyBandPointwise", "LayerDecision", "check_masks", "eligible_convs",
+    "format_layer_table", "apply_masks_to_module",
+]  # fmt: skip
 
 
 @dataclass
@@ -186,7 +189,7 @@ class FrequencyBandPointwise:
         gv = mod.get_global_var("main")
         func = mod["main"]
         convs = eligible_convs(func)
-        self._check(convs)
+        check_masks(self.masks, convs)
         plans = self._decide(convs)
         by_call = list(zip(convs, plans, strict=True))
 
@@ -200,21 +203,6 @@ class FrequencyBandPointwise:
         return builder.get()
 
     # -- eligibility and decisions ------------------------------------------------------
-
-    def _check(self, convs: list[relax.Call]) -> None:
-        if self.masks.num_pointwise != len(convs):
-            raise MaskMismatchError(
-                f"mask file is for a model with {self.masks.num_pointwise} pointwise convs, "
-                f"but this model has {len(convs)}"
-            )
-        for lm in self.masks.layers:
-            wshape = _static_shape(convs[lm.ordinal].args[1])
-            if tuple(wshape) != tuple(lm.weight_shape):
-                raise MaskMismatchError(
-                    f"layer {lm.name!r} (pointwise conv #{lm.ordinal}): mask is for weight shape "
-                    f"{list(lm.weight_shape)}, the model has {list(wshape)}",
-                    layer=lm.name,
-                )
 
     def _decide(self, convs: list[relax.Call]) -> list[tuple[LayerMask, K.BandPlan] | None]:
         masks = {lm.ordinal: lm for lm in self.masks.layers}
@@ -287,6 +275,33 @@ class FrequencyBandPointwise:
         return y
 
 
+def check_masks(masks: MaskFile, convs: list[relax.Call] | tvm.IRModule) -> None:
+    """Raise :class:`MaskMismatchError`, naming the layer, when masks do not fit the module.
+
+    Parameters
+    ----------
+    masks : MaskFile
+        The masks.
+    convs : list of tvm.relax.Call or tvm.IRModule
+        Eligible convs (or a module to find them in).
+    """
+    if isinstance(convs, tvm.IRModule):
+        convs = eligible_convs(convs["main"])
+    if masks.num_pointwise != len(convs):
+        raise MaskMismatchError(
+            f"mask file is for a model with {masks.num_pointwise} pointwise convs, "
+            f"but this model has {len(convs)}"
+        )
+    for lm in masks.layers:
+        wshape = _static_shape(convs[lm.ordinal].args[1])
+        if tuple(wshape) != tuple(lm.weight_shape):
+            raise MaskMismatchError(
+                f"layer {lm.name!r} (pointwise conv #{lm.ordinal}): mask is for weight shape "
+                f"{list(lm.weight_shape)}, the model has {list(wshape)}",
+                layer=lm.name,
+            )
+
+
 def _add(builder: relax.BlockBuilder, func: tvm.tirx.PrimFunc, name: str) -> relax.GlobalVar:
     # Private: the builder names it (and dedups identical kernels across layers).
     return builder.add_func(func.without_attr("global_symbol"), name)
@@ -306,7 +321,8 @@ def format_layer_table(layers: list[Any]) -> str:
         The table, with a total row.
     """
     rows = [
-        "| # | layer | Cin->Cout @ HxW | k | dense MMAC | DCT | GEMM | IDCT | freq/dense | decision |",
+        "| # | layer | Cin->Cout @ HxW | k | dense MMAC | DCT | GEMM | IDCT | freq/dense "
+        "| decision |",
         "|---:|---|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     dense_total = freq_total = 0
@@ -355,5 +371,6 @@ def apply_masks_to_module(
     from ..masks import load_masks
 
     maskfile = masks if isinstance(masks, MaskFile) else load_masks(masks)
+    check_masks(maskfile, mod)  # here, so the error is not wrapped by the FFI
     rewrite = FrequencyBandPointwise(maskfile, **options)
     return rewrite(mod), rewrite.decisions

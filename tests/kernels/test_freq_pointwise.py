@@ -1,0 +1,116 @@
+"""Frequency-band kernels against their NumPy references, and the references against the math."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tvm
+from tvm_freq.kernels import freq_pointwise as K
+
+from tvm_freq.dct import block_dct_np, block_idct_np
+
+TARGET = tvm.target.Target({"kind": "llvm"})
+# (k, H, W): every block size the paper and the compiler use, with sizes k does not divide.
+CASES = [(2, 6, 5), (3, 7, 5), (4, 8, 8), (4, 9, 6), (7, 7, 7), (7, 9, 8), (8, 10, 9)]
+
+
+def _masked_direct(x, w, b, kin, kout, k):
+    """DCT -> per-channel masks -> 1x1 conv -> per-channel masks -> IDCT, with dct.py."""
+    c = block_dct_np(x, k)
+    c = c * (np.arange(k * k)[None, :] < np.asarray(kin)[:, None])[None, :, None, None, :]
+    y = np.einsum("oc,ncxyq->noxyq", w, c)
+    y = y * (np.arange(k * k)[None, :] < np.asarray(kout)[:, None])[None, :, None, None, :]
+    return block_idct_np(y, k, x.shape[2:]) + b.reshape(1, -1, 1, 1)
+
+
+def _masks(rng, k, cin, cout):
+    kin = rng.integers(0, k * k + 1, cin)
+    kout = rng.integers(0, k * k + 1, cout)
+    kin[0], kin[1] = k * k, 0  # channels keeping all and no coefficients
+    kout[0], kout[-1] = 0, k * k
+    return kin, kout
+
+
+@pytest.mark.parametrize("k,h,w", CASES)
+def test_reference_equals_masked_dct_conv_idct(k, h, w):
+    rng = np.random.default_rng(k * 100 + h)
+    x, wt = rng.standard_normal((2, 6, h, w)), rng.standard_normal((5, 6))
+    b = rng.standard_normal(5)
+    kin, kout = _masks(rng, k, 6, 5)
+    for groups in (1, 2, 4):
+        plan = K.plan_bands(kin, kout, k, groups)
+        got = K.freq_pointwise_ref(x, wt, b, plan)
+        # float32 bases (what the kernels use) bound the agreement at ~1e-7.
+        np.testing.assert_allclose(got, _masked_direct(x, wt, b, kin, kout, k), atol=1e-6)
+
+
+@pytest.mark.parametrize("k,h,w", CASES)
+def test_unpruned_reference_is_the_dense_conv(k, h, w):
+    rng = np.random.default_rng(k)
+    x, wt = rng.standard_normal((1, 4, h, w)), rng.standard_normal((3, 4))
+    plan = K.plan_bands([k * k] * 4, [k * k] * 3, k)
+    got = K.freq_pointwise_ref(x, wt, None, plan)
+    np.testing.assert_allclose(got, np.einsum("oc,nchw->nohw", wt, x), atol=1e-6)
+
+
+def test_plan_groups_are_channel_prefixes_and_cover_every_kept_band():
+    kin, kout = [16, 3, 0, 9, 16, 1], [5, 16, 2]
+    plan = K.plan_bands(kin, kout, 4, max_groups=3)
+    assert list(plan.kin_sorted) == sorted(kin, reverse=True)
+    assert list(plan.kout_sorted) == sorted(kout, reverse=True)
+    covered = [q for g in plan.groups for q in range(g.n0, g.n1)]
+    assert covered == list(range(max(covered) + 1))
+    # Every (q, c) pair that is kept lies inside its group's prefix.
+    for g in plan.groups:
+        assert g.cin == int((np.asarray(kin) > g.n0).sum())
+        assert g.cout == int((np.asarray(kout) > g.n0).sum())
+    assert len(plan.groups) <= 3
+    # A channel that keeps nothing adds no group; nothing kept means no groups at all.
+    assert K.plan_bands([0, 0], [4, 4], 2).groups == ()
+
+
+def _run(func, *arrays, out_shape):
+    ex = tvm.compile(tvm.IRModule({"main": func}), target=TARGET)
+    out = tvm.runtime.tensor(np.zeros(out_shape, "float32"))
+    ex.mod["main"](*[tvm.runtime.tensor(np.ascontiguousarray(a)) for a in arrays], out)
+    return out.numpy()
+
+
+@pytest.mark.parametrize("k,h,w", CASES)
+def test_tir_kernels_match_references(k, h, w):
+    rng = np.random.default_rng(7 * k + w)
+    n, cin, cout = 2, 5, 4
+    x = rng.standard_normal((n, cin, h, w)).astype("float32")
+    wt = rng.standard_normal((cout, cin)).astype("float32")
+    kin, kout = _masks(rng, k, cin, cout)
+    plan = K.plan_bands(kin, kout, k, max_groups=2)
+    _, _, p = K._blocks(n, h, w, k)
+    total = np.zeros((n, cout, h, w))
+    for g in plan.groups:
+        basis, perm = K.dct_group_basis(plan, g), np.asarray(plan.perm_in[: g.cin], "int32")
+        xf = _run(K.truncated_dct(n, cin, h, w, k, g.size, g.cin), x, basis, perm,
+                  out_shape=(g.size, g.cin, p))  # fmt: skip
+        np.testing.assert_allclose(xf, K.truncated_dct_ref(x, basis, perm, k), atol=1e-5)
+        wg = K.group_weight(plan, wt, g)
+        yf = _run(K.band_gemm(g.size, g.cout, g.cin, p), wg, xf, out_shape=(g.size, g.cout, p))
+        np.testing.assert_allclose(yf, K.band_gemm_ref(wg, xf), rtol=1e-5, atol=1e-5)
+        bo, slot = K.idct_group_basis(plan, g)
+        y = _run(K.truncated_idct(n, cout, h, w, k, g.size, g.cout), yf, bo, slot,
+                 out_shape=(n, cout, h, w))  # fmt: skip
+        np.testing.assert_allclose(y, K.truncated_idct_ref(yf, bo, slot, k, n, h, w), atol=1e-5)
+        total += y
+    ref = K.freq_pointwise_ref(x, wt, None, plan)
+    np.testing.assert_allclose(total, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+
+
+def test_kernels_are_unscheduled_prim_funcs():
+    f = K.truncated_dct(1, 4, 8, 8, 4, 3, 2)
+    assert isinstance(f, tvm.tirx.PrimFunc)
+    assert "tirx.is_scheduled" not in (f.attrs or {})
+
+
+def test_bad_masks_rejected():
+    with pytest.raises(ValueError, match="kin counts"):
+        K.plan_bands([17], [1], 4)
+    with pytest.raises(ValueError, match="max_groups"):
+        K.plan_bands([1], [1], 4, max_groups=0)

@@ -1,0 +1,160 @@
+"""FrequencyBandPointwise: structural (what is rewritten), numeric, and must-not-match cases."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import tvm
+from tvm import relax
+from tvm_freq.kernels import freq_pointwise as K
+
+import tvm_freq
+from tvm_freq import Tuning, UntunedWarning
+from tvm_freq.frontend import import_model
+from tvm_freq.masks import LayerMask, MaskFile, MaskMismatchError
+from tvm_freq.passes import FrequencyBandPointwise, eligible_convs
+from tvm_freq.passes.frequency_band_pointwise import check_masks
+
+
+def _count(mod: tvm.IRModule, op: str) -> int:
+    return mod["main"].script(show_meta=False).count(op)
+
+
+def _mask(ordinal, cout, cin, k, kin=None, kout=None, name=None):
+    kin = kin if kin is not None else [k * k // 2] * cin
+    kout = kout if kout is not None else [k * k] * cout
+    return LayerMask(name or f"l{ordinal}", ordinal, (cout, cin, 1, 1), k, tuple(kin), tuple(kout))
+
+
+class Mixed(torch.nn.Module):
+    """One eligible pointwise conv among convs that must not match."""
+
+    def __init__(self):
+        super().__init__()
+        self.pw = torch.nn.Conv2d(8, 16, 1)  # eligible
+        self.strided = torch.nn.Conv2d(16, 16, 1, stride=2)
+        self.grouped = torch.nn.Conv2d(16, 16, 1, groups=4)
+        self.k3 = torch.nn.Conv2d(16, 16, 3, padding=1)
+        self.dilated = torch.nn.Conv2d(16, 16, 3, padding=2, dilation=2)
+        self.padded = torch.nn.Conv2d(16, 16, 1, padding=1)
+
+    def forward(self, x):
+        x = torch.relu(self.pw(x))
+        x = self.strided(x)
+        x = self.grouped(x)
+        x = self.k3(x)
+        x = self.dilated(x)
+        return self.padded(x)
+
+
+def test_only_eligible_convs_match():
+    mod = import_model(Mixed().eval(), input_shape=(1, 8, 8, 8)).mod
+    convs = eligible_convs(mod["main"])
+    assert len(convs) == 1
+    assert [int(d) for d in convs[0].args[1].ty.shape.values] == [16, 8, 1, 1]
+    masks = MaskFile((_mask(0, 16, 8, 4),), num_pointwise=1)
+    out = FrequencyBandPointwise(masks, force=True)(mod)
+    assert _count(out, "R.nn.conv2d") == _count(mod, "R.nn.conv2d") - 1
+    assert _count(out, "freq_dct") >= 1 and _count(out, "freq_gemm") >= 1
+    assert _count(out, "freq_idct") >= 1
+
+
+def test_non_constant_weight_and_dynamic_shape_do_not_match():
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, 8, 4, 4), "float32"))
+    w = relax.Var("w", relax.TensorType((16, 8, 1, 1), "float32"))  # a parameter, not a const
+    with bb.function("main", [x, w]):
+        with bb.dataflow():
+            y = bb.emit_output(bb.emit(relax.op.nn.conv2d(x, w)))
+        bb.emit_func_output(y)
+    assert eligible_convs(bb.get()["main"]) == []
+
+    bb = relax.BlockBuilder()
+    n = tvm.tirx.Var("n", "int64")
+    x = relax.Var("x", relax.TensorType((n, 8, 4, 4), "float32"))
+    wc = relax.const(np.zeros((16, 8, 1, 1), "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            y = bb.emit_output(bb.emit(relax.op.nn.conv2d(x, wc)))
+        bb.emit_func_output(y)
+    assert eligible_convs(bb.get()["main"]) == []
+
+
+def test_unmasked_and_unprofitable_layers_stay_dense():
+    mod = import_model(Mixed().eval(), input_shape=(1, 8, 8, 8)).mod
+    keep_all = MaskFile((_mask(0, 16, 8, 4, kin=[16] * 8),), num_pointwise=1)
+    rewrite = FrequencyBandPointwise(keep_all)
+    out = rewrite(mod)
+    assert _count(out, "freq_gemm") == 0
+    assert rewrite.decisions[0].decision.startswith("dense: unprofitable")
+    no_masks = FrequencyBandPointwise(MaskFile((), num_pointwise=1))
+    assert _count(no_masks(mod), "freq_gemm") == 0
+    assert no_masks.decisions[0].decision == "dense: no mask"
+
+
+def test_mismatched_mask_file_names_the_layer():
+    mod = import_model(Mixed().eval(), input_shape=(1, 8, 8, 8)).mod
+    wrong_shape = MaskFile((_mask(0, 32, 8, 4, name="features.3.conv"),), num_pointwise=1)
+    with pytest.raises(MaskMismatchError, match="features.3.conv"):
+        check_masks(wrong_shape, mod)
+    # Inside a pass, TVM's FFI re-raises it as RuntimeError; the message still names the layer.
+    with pytest.raises(RuntimeError, match="features.3.conv"):
+        FrequencyBandPointwise(wrong_shape)(mod)
+    wrong_count = MaskFile((), num_pointwise=5)
+    with pytest.raises(MaskMismatchError, match="5 pointwise convs"):
+        tvm_freq.build(Mixed().eval(), input_shape=(1, 8, 8, 8), masks=wrong_count)
+
+
+class Chain(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.stem = torch.nn.Conv2d(3, 16, 3, padding=1)
+        self.pw1 = torch.nn.Conv2d(16, 24, 1)
+        self.pw2 = torch.nn.Conv2d(24, 8, 1, bias=False)
+
+    def forward(self, x):
+        a = torch.relu(self.stem(x))
+        return self.pw2(torch.clamp(self.pw1(a), 0, 6))
+
+
+def _build(net, x, masks, **kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UntunedWarning)
+        return tvm_freq.build(net, example_inputs=x, masks=masks,
+                              tuning=Tuning(use_shipped=False), **kw)  # fmt: skip
+
+
+def test_compiled_pruned_model_equals_reference_with_same_masks():
+    net = Chain().eval()
+    rng = np.random.default_rng(3)
+    m1 = _mask(0, 24, 16, 3, kin=rng.integers(0, 10, 16).tolist())
+    m2 = _mask(1, 8, 24, 2, kin=[4] * 24, kout=rng.integers(0, 5, 8).tolist())
+    x = torch.randn(1, 3, 10, 11)  # 10x11: neither 2 nor 3 divides both
+    model = _build(net, x, MaskFile((m1, m2), num_pointwise=2), freq_options={"force": True})
+    assert all(d.decision.startswith("freq") for d in model.report.layers)
+    with torch.no_grad():
+        a = torch.relu(net.stem(x)).double().numpy()
+        b = K.freq_pointwise_ref(a, net.pw1.weight.numpy(), net.pw1.bias.numpy(),
+                                 K.plan_bands(m1.kin, m1.kout, 3))  # fmt: skip
+        ref = K.freq_pointwise_ref(np.clip(b, 0, 6), net.pw2.weight.numpy(), None,
+                                   K.plan_bands(m2.kin, m2.kout, 2))  # fmt: skip
+    out = model(x)
+    assert np.abs(out - ref).max() / np.abs(ref).max() < 1e-4
+    # Masks really prune: the answer differs from the dense model's.
+    assert np.abs(out - net(x).detach().numpy()).max() > 1e-3
+
+
+def test_unpruned_freq_build_equals_dense_build():
+    net = Chain().eval()
+    x = torch.randn(2, 3, 8, 8)  # batch 2
+    full = MaskFile((_mask(0, 24, 16, 4, kin=[16] * 16), _mask(1, 8, 24, 4, kin=[16] * 24)),
+                    num_pointwise=2)  # fmt: skip
+    freq = _build(net, x, full, freq_options={"force": True})
+    dense = _build(net, x, None)
+    assert freq.report.layers and all(d.decision.startswith("freq") for d in freq.report.layers)
+    ref = dense(x)
+    assert np.abs(freq(x) - ref).max() / np.abs(ref).max() < 1e-5

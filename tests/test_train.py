@@ -1,0 +1,195 @@
+"""Tests for tvm_freq.train: phases, a tiny run, and checkpoint / resume."""
+
+import gzip
+import json
+import struct
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from tvm_freq.masks import load_masks
+from tvm_freq.train import Phase, TrainConfig, build_phases, evaluate, run_training
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Small tensors: on a busy machine extra threads cost more than they save.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    """Small synthetic Fashion-MNIST-shaped IDX files: class = which quadrant is bright."""
+    root = tmp_path_factory.mktemp("data") / "fashion-mnist"
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 48), ("t10k", 16)):
+        labels = rng.integers(0, 4, n)
+        imgs = rng.integers(0, 40, (n, 28, 28))
+        for i, lab in enumerate(labels):
+            r, c = divmod(int(lab), 2)
+            imgs[i, r * 14 : r * 14 + 14, c * 14 : c * 14 + 14] += 200
+        with gzip.open(root / f"{prefix}-images-idx3-ubyte.gz", "wb") as f:
+            f.write(struct.pack(">IIII", 2051, n, 28, 28) + imgs.astype(np.uint8).tobytes())
+        with gzip.open(root / f"{prefix}-labels-idx1-ubyte.gz", "wb") as f:
+            f.write(struct.pack(">II", 2049, n) + labels.astype(np.uint8).tobytes())
+    return str(root.parent)
+
+
+def _cfg(data_dir, out_dir, **kw):
+    base = dict(
+        width=0.25,
+        data_dir=data_dir,
+        batch_size=16,
+        eval_batch_size=16,
+        epochs=1,
+        mask_epochs=1,
+        refine_epochs=1,
+        target_reduction=None,
+        lam=0.5,
+        lam_growth=4.0,
+        out_dir=str(out_dir),
+        checkpoint_every=2,
+        progress=False,
+        num_threads=1,
+    )
+    return TrainConfig(**(base | kw))
+
+
+def test_build_phases():
+    cfg = TrainConfig(epochs=2, mask_epochs=3, refine_epochs=1, bn_epochs=1)
+    assert build_phases(cfg) == [
+        Phase("train", 2),
+        Phase("masks", 3),
+        Phase("refine", 1),
+        Phase("bn", 1),
+    ]
+    alt = build_phases(TrainConfig(schedule="alternate", alt_cycles=2, refine_epochs=0))
+    assert [p.kind for p in alt] == ["train", "masks", "weights", "masks", "weights"]
+    assert build_phases(TrainConfig(schedule="none", epochs=4)) == [Phase("train", 4)]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"model": "vgg"}, "unknown model"),
+        ({"schedule": "random"}, "schedule"),
+        ({"block_size": 9}, "block size"),
+        ({"where": "middle"}, "where"),
+        ({"epochs": -1}, "epochs"),
+        ({"train_limit": 0}, "train_limit"),
+        ({"lam": -1.0}, "lam"),
+        ({"target_reduction": 0.0}, "target_reduction"),
+        ({"epochs": 0}, "untrained"),
+        ({"weighting": "sum"}, "weighting"),
+    ],
+)
+def test_config_validation(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        TrainConfig(**kwargs)
+
+
+def test_tiny_run_resumes_without_losing_steps(data_dir, tmp_path):
+    ref = run_training(_cfg(data_dir, tmp_path / "ref"))
+    assert not ref["interrupted"] and ref["global_step"] == 9  # 3 phases x 3 steps
+    # Interrupt in the mask phase, then in the refinement phase, then finish.
+    first = run_training(_cfg(data_dir, tmp_path / "cut", max_steps=4))
+    assert first["interrupted"] and first["global_step"] == 4
+    ckpt = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=False)
+    assert ckpt["state"]["global_step"] == 4 and ckpt["state"]["phase"] == 1
+    assert ckpt["state"]["step"] == 1 and ckpt["optimizer"] is not None
+    second = run_training(_cfg(data_dir, tmp_path / "cut", max_steps=8))
+    assert second["interrupted"] and second["global_step"] == 8
+    done = run_training(_cfg(data_dir, tmp_path / "cut"))
+    assert not done["interrupted"] and done["global_step"] == ref["global_step"]
+    # Same steps, same data, same RNG: the resumed run ends where the uninterrupted one does.
+    a = torch.load(tmp_path / "ref" / "fcmask.pt", weights_only=True)
+    b = torch.load(tmp_path / "cut" / "fcmask.pt", weights_only=True)
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=1e-5)
+    assert load_masks(done["mask_file"]) == load_masks(ref["mask_file"])
+    for key in ("accuracy_unpruned", "accuracy_pruned_before_refine", "accuracy_pruned"):
+        assert done[key] == pytest.approx(ref[key])
+    assert done["macs"] == pytest.approx(ref["macs"])
+
+    # The report has what the benchmark needs.
+    mf = load_masks(ref["mask_file"])
+    assert mf.num_pointwise == 34 and len(mf.layers) == 34
+    m = ref["macs"]
+    assert m["pointwise_reduction"] == pytest.approx(
+        m["pointwise_macs_dense"] / m["pointwise_macs_pruned"]
+    )
+    assert m["network_macs_dense"] > m["pointwise_macs_dense"]
+    assert 0 <= ref["accuracy_pruned"] <= 100
+    assert ref["accuracy_drop"] == pytest.approx(ref["accuracy_unpruned"] - ref["accuracy_pruned"])
+    assert json.loads((tmp_path / "ref" / "report.json").read_text())["global_step"] == 9
+    # lambda grew and the penalty pushed masks down: fewer MACs than the unpruned wrap.
+    assert m["pointwise_macs_pruned"] < m["pointwise_macs_unpruned_freq"]
+    # A changed configuration does not silently resume.
+    with pytest.raises(ValueError, match="lam"):
+        run_training(_cfg(data_dir, tmp_path / "cut", lam=0.25))
+
+
+def test_mask_learning_stops_at_target(data_dir, tmp_path):
+    cfg = _cfg(
+        data_dir,
+        tmp_path / "alt",
+        schedule="alternate",
+        alt_cycles=2,
+        refine_epochs=0,
+        target_reduction=0.5,  # below the unpruned wrap: reached at the first mask step
+    )
+    r = run_training(cfg)
+    kinds = [(p["kind"], p["skipped"], p["global_step"]) for p in r["phases"]]
+    assert kinds == [
+        ("train", False, 3),
+        ("masks", False, 4),
+        ("weights", False, 7),
+        ("masks", True, 7),
+        ("weights", False, 10),
+    ]
+    assert r["global_step"] == 10 and "accuracy_pruned" in r
+    # Interrupted on the very step that reached the target: resuming changes nothing.
+    cut = run_training(replace(cfg, out_dir=str(tmp_path / "cut"), max_steps=4))
+    assert cut["interrupted"] and cut["global_step"] == 4
+    resumed = run_training(replace(cfg, out_dir=str(tmp_path / "cut")))
+    assert resumed["phases"] == r["phases"]
+    assert resumed["accuracy_pruned"] == pytest.approx(r["accuracy_pruned"])
+
+
+def test_evaluate_restores_training_flag(data_dir):
+    from tvm_freq.data import load_dataset
+    from tvm_freq.models import get_model
+
+    ds = load_dataset("fashion-mnist", "test", data_dir, limit=8)
+    model = get_model("mobilenetv2-cifar", width_mult=0.25).train()
+    acc = evaluate(model, ds, batch_size=3)
+    assert model.training and acc in {100.0 * i / 8 for i in range(9)}
+
+
+def test_lambda_controller_reaches_target(data_dir, tmp_path):
+    cfg = _cfg(
+        data_dir,
+        tmp_path / "ctl",
+        mask_epochs=5,
+        refine_epochs=1,
+        lam=0.05,
+        lam_adapt=1.5,
+        target_reduction=1.05,
+    )
+    r = run_training(cfg)
+    masks = r["phases"][1]
+    assert masks["kind"] == "masks" and masks["global_step"] < 3 + 15  # stopped early
+    assert r["macs"]["pointwise_reduction"] >= 1.05
+    # Refinement trains weights only: the MACs fixed at squash are the final ones.
+    assert r["macs_at_squash"]["pointwise_reduction"] == pytest.approx(
+        r["macs"]["pointwise_reduction"]
+    )
+    # Behind the plan at first, so lambda was raised above its start.
+    assert masks["lam"] > 0.05

@@ -1,0 +1,862 @@
+"""Training loops: plain training, learned FCMask band pruning, refinement, checkpoints.
+
+:func:`run_training` runs a list of *phases* built from a :class:`TrainConfig`:
+
+* ``train``: plain training of the dense model (SGD, cosine learning rate);
+* ``masks``: learn the FCMasks with the weights frozen (paper section 3.3; appendix A.1),
+  loss ``cross_entropy + lambda * fcmask_penalty``; with a target, ``lambda`` is
+  steered so that the pointwise MAC reduction (transform overhead included) reaches
+  it on schedule, and learning stops as soon as it does (the paper: "once we achieve
+  the desired pruning levels, we freeze the pruning and refine the weights");
+* ``weights``: train the weights with the soft masks frozen (the "alternate" schedule
+  interleaves ``masks`` and ``weights`` epochs);
+* ``refine``: round the masks to 0/1 (squash), re-estimate the BN statistics, and
+  train the weights;
+* ``bn``: fine-tune only the batch-norm layers at the end.
+
+Checkpoints (model, optimizer, phase, epoch, step, RNG states, results so far) are
+written atomically every ``checkpoint_every`` steps and at every epoch end; a rerun
+with the same configuration resumes from the last one. Batch order and augmentation
+are pure functions of ``(seed, phase, epoch, step)``, so a resumed run repeats
+exactly what an uninterrupted one would have done.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import random
+import time
+import typing
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import TensorDataset
+from tqdm.auto import tqdm
+
+from .data import DATASETS, load_dataset
+from .freq import (
+    FreqConfig,
+    ModelMacs,
+    apply_,
+    fcmask_parameters,
+    fcmask_penalty,
+    freq_layers,
+    model_macs,
+    overhead_block_size,
+    refresh_macs,
+    squash,
+)
+from .masks import export
+from .models import MODEL_NAMES, get_model
+
+__all__ = ["TrainConfig", "Phase", "build_phases", "evaluate", "run_training", "SCHEDULES"]
+
+SCHEDULES = ("learn-refine", "alternate", "none")
+# Fields that may change between an interrupted run and its resumption.
+_RUN_CONTROL = {"max_steps", "progress", "resume", "num_threads", "checkpoint_every", "device"}
+_CKPT_VERSION = 1
+
+
+@dataclass
+class TrainConfig:
+    """Everything :func:`run_training` needs; validated on construction.
+
+    Parameters
+    ----------
+    model : str
+        Zoo name (see :data:`tvm_freq.models.MODEL_NAMES`).
+    width : float
+        Width multiplier (MobileNetV2 only).
+    dataset : {"fashion-mnist", "mnist"}
+        Dataset.
+    data_dir : str, optional
+        Data directory (else ``$TVM_FREQ_DATA`` or the Debian location).
+    train_limit, test_limit : int, optional
+        Use only the first N training / test examples.
+    channels : int
+        Input channels (3 repeats the grey channel).
+    augment : bool
+        Random horizontal flips and +-2 pixel shifts during training.
+    batch_size, eval_batch_size : int
+        Batch sizes.
+    epochs : int
+        Plain training epochs (0 with ``init_from`` to start from trained weights).
+    lr, momentum, weight_decay : float
+        SGD for weight phases; the learning rate follows a cosine within each phase.
+    init_from : str, optional
+        State dict of the dense model to start from.
+    schedule : {"learn-refine", "alternate", "none"}
+        ``learn-refine``: masks, then refine. ``alternate``: ``alt_cycles`` of one
+        masks epoch and one weights epoch, then refine. ``none``: no pruning.
+    block_size : int
+        Macroblock size of every wrapped layer, or the largest one when
+        ``max_overhead`` is set.
+    max_overhead : float, optional
+        Per-layer block size: the largest ``k <= block_size`` whose unpruned DCT + IDCT
+        overhead is at most this share of the layer's dense MACs
+        (:func:`tvm_freq.freq.overhead_block_size`); ``None``: ``block_size`` everywhere.
+    where : {"in", "out", "both"}
+        Which channels carry FCMasks.
+    mask_epochs : int
+        Epochs of mask learning (``learn-refine``).
+    mask_lr : float
+        Adam learning rate of the FCMasks (clamped to [0, 1] after each step).
+    lam : float
+        Weight ``lambda`` of the FCMask penalty at the start of mask learning.
+    lam_growth : float
+        Without the ``lambda`` controller: factor by which ``lambda`` grows per mask
+        epoch (continuously, per step); 1 keeps it constant as in the paper.
+    lam_adapt : float
+        With ``target_reduction`` set and ``lam_adapt > 1``, ``lambda`` is steered
+        instead: after every mask step it is multiplied by ``lam_adapt`` when the
+        pointwise MACs are above a straight-line plan from their starting value to
+        the target, and divided by it otherwise. The penalty is thus never stronger
+        than needed to reach the target on time, which keeps pruning selective
+        (only coefficients whose loss gradient cannot hold them against the
+        penalty go), without knowing the right ``lambda`` in advance.
+    target_at : float
+        Share of the mask-learning steps by which the plan reaches the target.
+    weighting : {"mean", "macs"}
+        Penalty weighting, see :func:`tvm_freq.freq.fcmask_penalty`.
+    target_reduction : float, optional
+        Stop mask learning once the pointwise MAC reduction (rounded masks,
+        transform overhead included) reaches this.
+    alt_cycles : int
+        Cycles of the ``alternate`` schedule.
+    refine_epochs : int
+        Epochs of weight refinement with hard masks.
+    refine_lr : float
+        Peak SGD learning rate of ``weights`` and ``refine`` phases.
+    bn_epochs : int
+        Final epochs training only batch-norm layers.
+    bn_lr : float
+        SGD learning rate of the ``bn`` phase.
+    bn_recalibrate : int
+        After the masks are rounded (squash), re-estimate the batch-norm running
+        statistics on this many training batches (no gradients): rounding shifts
+        the activation statistics, and stale ones cost far more accuracy than the
+        pruning itself. The unpruned model gets the same before it is evaluated,
+        so that the comparison is fair. 0 disables.
+    out_dir : str
+        Checkpoints, mask file, weights and report go here.
+    checkpoint_every : int
+        Checkpoint every this many steps (0: only at epoch ends).
+    resume : bool
+        Continue from ``out_dir/checkpoint.pt`` when it exists.
+    max_steps : int, optional
+        Stop (with a checkpoint) once this many optimizer steps have run in total.
+    num_threads : int, optional
+        ``torch.set_num_threads``.
+    seed : int
+        Seed of initialisation, data order, augmentation and dropout.
+    progress : bool
+        Show tqdm progress bars.
+    export_onnx : bool
+        Also write the dense model as ONNX next to the mask file.
+    device : str
+        Torch device.
+    """
+
+    model: str = "mobilenetv2-cifar"
+    width: float = 1.0
+    dataset: str = "fashion-mnist"
+    data_dir: str | None = None
+    train_limit: int | None = None
+    test_limit: int | None = None
+    channels: int = 3
+    augment: bool = False
+    batch_size: int = 128
+    eval_batch_size: int = 500
+    epochs: int = 10
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 4e-5
+    init_from: str | None = None
+    schedule: str = "learn-refine"
+    block_size: int = 4
+    max_overhead: float | None = 0.4
+    where: str = "both"
+    mask_epochs: int = 2
+    mask_lr: float = 0.05
+    lam: float = 0.01
+    lam_growth: float = 1.0
+    lam_adapt: float = 1.1
+    target_at: float = 0.75
+    weighting: str = "macs"
+    target_reduction: float | None = 2.1
+    alt_cycles: int = 2
+    refine_epochs: int = 2
+    refine_lr: float = 0.01
+    bn_epochs: int = 0
+    bn_lr: float = 0.01
+    bn_recalibrate: int = 20
+    out_dir: str = "runs/fcmask"
+    checkpoint_every: int = 50
+    resume: bool = True
+    max_steps: int | None = None
+    num_threads: int | None = None
+    seed: int = 0
+    progress: bool = True
+    export_onnx: bool = False
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if self.model not in MODEL_NAMES:
+            raise ValueError(f"unknown model {self.model!r}; choose from {', '.join(MODEL_NAMES)}")
+        if self.dataset not in DATASETS:
+            raise ValueError(f"unknown dataset {self.dataset!r}; choose from {', '.join(DATASETS)}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if self.weighting not in ("mean", "macs"):
+            raise ValueError(f"weighting must be 'mean' or 'macs', got {self.weighting!r}")
+        FreqConfig(self.block_size, self.where)  # validates block_size and where
+        if self.max_overhead is not None and not self.max_overhead > 0:
+            raise ValueError(f"max_overhead must be > 0 or None, got {self.max_overhead}")
+        if not self.lam_growth > 0:
+            raise ValueError(f"lam_growth must be > 0, got {self.lam_growth}")
+        if not self.lam_adapt >= 1:
+            raise ValueError(f"lam_adapt must be >= 1, got {self.lam_adapt}")
+        if not 0 < self.target_at <= 1:
+            raise ValueError(f"target_at must be in (0, 1], got {self.target_at}")
+        positive = {"width": self.width, "batch_size": self.batch_size}
+        positive |= {"eval_batch_size": self.eval_batch_size}
+        for name, v in positive.items():
+            if not v > 0:
+                raise ValueError(f"{name} must be positive, got {v}")
+        counts = ("epochs", "mask_epochs", "alt_cycles", "refine_epochs", "bn_epochs")
+        counts += ("bn_recalibrate",)
+        for name in (*counts, "checkpoint_every", "seed"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                raise ValueError(f"{name} must be an int >= 0, got {v!r}")
+        for name in ("train_limit", "test_limit", "max_steps", "num_threads"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, int) or v <= 0):
+                raise ValueError(f"{name} must be a positive int or None, got {v!r}")
+        for name in ("lr", "mask_lr", "refine_lr", "bn_lr", "lam", "weight_decay"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
+        if self.target_reduction is not None and not self.target_reduction > 0:
+            raise ValueError(f"target_reduction must be > 0 or None, got {self.target_reduction}")
+        if self.channels not in (1, 3):
+            raise ValueError(f"channels must be 1 or 3, got {self.channels}")
+        if self.epochs == 0 and self.init_from is None and self.schedule != "none":
+            raise ValueError("pruning an untrained model: set epochs > 0 or init_from")
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One stage of a run: ``kind`` in train/masks/weights/refine/bn, for ``epochs`` epochs."""
+
+    kind: str
+    epochs: int
+
+
+def build_phases(cfg: TrainConfig) -> list[Phase]:
+    """The phases :func:`run_training` will run for a configuration.
+
+    Parameters
+    ----------
+    cfg : TrainConfig
+        Configuration.
+
+    Returns
+    -------
+    list of Phase
+        In order; phases with zero epochs are left out.
+    """
+    phases = [Phase("train", cfg.epochs)]
+    if cfg.schedule == "learn-refine":
+        phases.append(Phase("masks", cfg.mask_epochs))
+    elif cfg.schedule == "alternate":
+        for _ in range(cfg.alt_cycles):
+            phases += [Phase("masks", 1), Phase("weights", 1)]
+    if cfg.schedule != "none":
+        phases += [Phase("refine", cfg.refine_epochs), Phase("bn", cfg.bn_epochs)]
+    return [p for p in phases if p.epochs > 0]
+
+
+def evaluate(model: nn.Module, dataset: TensorDataset, batch_size: int = 500) -> float:
+    """Top-1 accuracy in percent (eval mode, no gradients; training flags restored).
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Classifier.
+    dataset : torch.utils.data.TensorDataset
+        ``(images, labels)``.
+    batch_size : int
+        Evaluation batch size.
+
+    Returns
+    -------
+    float
+        Accuracy in ``[0, 100]``.
+    """
+    x, y = dataset.tensors
+    if len(y) == 0:
+        raise ValueError("cannot evaluate on an empty dataset")
+    device = next(model.parameters()).device
+    modes = {m: m.training for m in model.modules()}
+    model.eval()
+    correct = 0
+    try:
+        with torch.no_grad():
+            for i in range(0, len(y), batch_size):
+                pred = model(x[i : i + batch_size].to(device)).argmax(1).cpu()
+                correct += int((pred == y[i : i + batch_size]).sum())
+    finally:
+        for m, t in modes.items():
+            m.training = t
+    return 100.0 * correct / len(y)
+
+
+# --------------------------------------------------------------------------- internals
+
+
+def _seed_for(*parts: int) -> int:
+    h = 0x9E3779B9
+    for p in parts:
+        h = (h * 1_000_003 + int(p) + 1) % (2**63 - 1)
+    return h
+
+
+def _epoch_order(cfg: TrainConfig, phase: int, epoch: int, n: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(_seed_for(cfg.seed, phase, epoch))
+    return torch.randperm(n, generator=g)
+
+
+def _augment(x: torch.Tensor, seed: int) -> torch.Tensor:
+    # Flip and shift with a generator of its own, so resuming needs no RNG replay.
+    g = torch.Generator().manual_seed(seed)
+    n = x.shape[0]
+    flip = torch.rand(n, generator=g) < 0.5
+    x = torch.where(flip[:, None, None, None], x.flip(3), x)
+    shifts = torch.randint(-2, 3, (n, 2), generator=g)
+    h, w = x.shape[2:]
+    padded = F.pad(x, (2, 2, 2, 2), value=float(x.amin()))
+    out = torch.empty_like(x)
+    for dy in range(-2, 3):
+        for dx in range(-2, 3):
+            sel = (shifts[:, 0] == dy) & (shifts[:, 1] == dx)
+            if sel.any():
+                out[sel] = padded[sel, :, 2 + dy : 2 + dy + h, 2 + dx : 2 + dx + w]
+    return out
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)  # an interruption leaves the previous checkpoint intact
+
+
+def _rng_state() -> dict[str, Any]:
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+    }
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+
+
+def _freeze(model: nn.Module, kind: str) -> list[nn.Parameter]:
+    """Set requires_grad for a phase and return the parameters it trains."""
+    masks = {id(p) for p in fcmask_parameters(model)}
+    for p in model.parameters():
+        p.requires_grad_(False)
+    if kind == "masks":
+        trainable = [p for p in model.parameters() if id(p) in masks]
+    elif kind == "bn":
+        trainable = [
+            p
+            for m in model.modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm)
+            for p in m.parameters(recurse=False)
+        ]
+    else:
+        trainable = [p for p in model.parameters() if id(p) not in masks]
+    for p in trainable:
+        p.requires_grad_(True)
+    return trainable
+
+
+def _optimizer(cfg: TrainConfig, kind: str, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+    if kind == "masks":
+        return torch.optim.Adam(params, lr=cfg.mask_lr)
+    lr = {"train": cfg.lr, "bn": cfg.bn_lr}.get(kind, cfg.refine_lr)
+    wd = 0.0 if kind == "bn" else cfg.weight_decay
+    return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=wd, nesterov=True)
+
+
+def _lr_at(cfg: TrainConfig, kind: str, step: int, total: int) -> float:
+    if kind == "masks":
+        return cfg.mask_lr
+    base = {"train": cfg.lr, "bn": cfg.bn_lr}.get(kind, cfg.refine_lr)
+    return 0.5 * base * (1 + math.cos(math.pi * step / max(total, 1)))
+
+
+def _compatible(saved: dict[str, Any], cfg: TrainConfig) -> None:
+    now = asdict(cfg)
+    diff = [k for k in now if k not in _RUN_CONTROL and saved.get(k) != now[k]]
+    if diff:
+        raise ValueError(
+            f"checkpoint in {cfg.out_dir} was written with a different configuration "
+            f"({', '.join(f'{k}: {saved.get(k)!r} -> {now[k]!r}' for k in diff)}); "
+            "use another out_dir or resume=False"
+        )
+
+
+def _macs_summary(m: ModelMacs, unpruned: ModelMacs | None = None) -> dict[str, Any]:
+    out = {
+        "pointwise_macs_dense": m.pointwise_dense,
+        "pointwise_macs_pruned": m.pointwise_freq,
+        "pointwise_reduction": m.pointwise_reduction,
+        "transform_overhead_macs": m.transform_overhead,
+        "network_macs_dense": m.network_dense,
+        "network_macs_pruned": m.network_freq,
+        "network_reduction": m.network_reduction,
+    }
+    if unpruned is not None:
+        out["pointwise_macs_unpruned_freq"] = unpruned.pointwise_freq
+        out["transform_overhead_unpruned"] = unpruned.transform_overhead / unpruned.pointwise_dense
+    return out
+
+
+class _Run:
+    """State of one training run; see :func:`run_training`."""
+
+    def __init__(self, cfg: TrainConfig):
+        self.cfg = cfg
+        self.out = Path(cfg.out_dir)
+        self.ckpt_path = self.out / "checkpoint.pt"
+        self.phases = build_phases(cfg)
+        self.device = torch.device(cfg.device)
+        kw = {"root": cfg.data_dir, "channels": cfg.channels}
+        self.train_ds = load_dataset(cfg.dataset, "train", limit=cfg.train_limit, **kw)
+        self.test_ds = load_dataset(cfg.dataset, "test", limit=cfg.test_limit, **kw)
+        self.example = self.train_ds.tensors[0][:1].to(self.device)
+        model_kw: dict[str, Any] = {"in_channels": cfg.channels, "num_classes": 10}
+        if cfg.model.startswith("mobilenetv2"):
+            model_kw["width_mult"] = cfg.width
+        self.model = get_model(cfg.model, seed=cfg.seed, **model_kw).to(self.device)
+        if cfg.init_from:
+            sd = torch.load(cfg.init_from, map_location=self.device, weights_only=True)
+            self.model.load_state_dict(sd)
+        self.model.train()
+        # Progress through the phases: phase index, whether its start-up ran, epoch, step.
+        self.state: dict[str, Any] = {
+            "phase": 0,
+            "started": False,
+            "epoch": 0,
+            "step": 0,
+            "global_step": 0,
+            "elapsed": 0.0,
+            "masks_done": False,
+            "mask_step": 0,
+            "lam": cfg.lam,
+            "mask_cost0": None,
+        }
+        self.results: dict[str, Any] = {"phases": []}
+        self.opt: torch.optim.Optimizer | None = None
+        self.base_macs: ModelMacs | None = None
+        self.t0 = time.perf_counter()
+
+    # -- structure --------------------------------------------------------------------
+
+    def _wrapped(self) -> bool:
+        return any(True for _ in freq_layers(self.model))
+
+    def _wrap(self) -> None:
+        cfg = self.cfg
+        k: Any = cfg.block_size
+        if cfg.max_overhead is not None:
+            k = overhead_block_size(cfg.max_overhead, cfg.block_size)
+        apply_(self.model, FreqConfig(k, cfg.where), example_input=self.example)
+        self.model.to(self.device)
+        self.base_macs = model_macs(self.model, self.example)
+
+    def _start_phase(self, idx: int, replay: bool) -> None:
+        """Run the start-up of phase ``idx``: wrap / squash, and evaluations unless replaying."""
+        kind = self.phases[idx].kind
+        if kind != "train" and not self._wrapped():
+            if not replay:
+                # Same BN treatment as the pruned model gets, for a fair comparison.
+                self._recalibrate_bn()
+                self.results["accuracy_unpruned"] = self._eval()
+            self._wrap()
+        if kind in ("refine", "bn") and self._soft():
+            squash(self.model)
+            if not replay:  # a checkpoint holds the recalibrated statistics
+                self._recalibrate_bn()
+                self.results["accuracy_pruned_before_refine"] = self._eval()
+                self.results["macs_at_squash"] = _macs_summary(self._macs())
+
+    def _soft(self) -> bool:
+        return any(m.mode == "soft" for _, m in freq_layers(self.model))
+
+    def _recalibrate_bn(self) -> None:
+        """Re-estimate BN running statistics on training batches, without gradients."""
+        cfg = self.cfg
+        bns = [m for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        if not bns or cfg.bn_recalibrate == 0:
+            return
+        x_all = self.train_ds.tensors[0]
+        # Its own fixed order, and no dropout: the global RNG is not touched.
+        order = _epoch_order(cfg, 10_000, 0, len(x_all))
+        momenta = [m.momentum for m in bns]
+        modes = {m: m.training for m in self.model.modules()}
+        self.model.eval()
+        for m in bns:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over the batches
+            m.train()
+        try:
+            with torch.no_grad():
+                for i in range(cfg.bn_recalibrate):
+                    sel = order[i * cfg.batch_size : (i + 1) * cfg.batch_size]
+                    if len(sel) == 0:
+                        break
+                    self.model(x_all[sel].to(self.device))
+        finally:
+            for m, mom in zip(bns, momenta, strict=True):
+                m.momentum = mom
+            for m, t in modes.items():
+                m.training = t
+
+    def _macs(self) -> ModelMacs:
+        if self.base_macs is None:
+            self.base_macs = model_macs(self.model, self.example)
+        return refresh_macs(self.model, self.base_macs)
+
+    def _eval(self) -> float:
+        return evaluate(self.model, self.test_ds, self.cfg.eval_batch_size)
+
+    # -- checkpoints ------------------------------------------------------------------
+
+    def _save(self) -> None:
+        self.state["elapsed"] += time.perf_counter() - self.t0
+        self.t0 = time.perf_counter()
+        _atomic_save(
+            {
+                "version": _CKPT_VERSION,
+                "config": asdict(self.cfg),
+                "state": dict(self.state),
+                "results": self.results,
+                "model": self.model.state_dict(),
+                "optimizer": self.opt.state_dict() if self.opt is not None else None,
+                "rng": _rng_state(),
+            },
+            self.ckpt_path,
+        )
+
+    def _load(self) -> dict[str, Any] | None:
+        if not (self.cfg.resume and self.ckpt_path.is_file()):
+            return None
+        # Our own file: it holds RNG states (numpy tuples), so not weights_only.
+        ckpt = torch.load(self.ckpt_path, map_location=self.device, weights_only=False)
+        if ckpt.get("version") != _CKPT_VERSION:
+            raise ValueError(
+                f"{self.ckpt_path}: unsupported checkpoint version {ckpt.get('version')}"
+            )
+        _compatible(ckpt["config"], self.cfg)
+        self.state, self.results = dict(ckpt["state"]), ckpt["results"]
+        # Rebuild the model's structure as it was, then load the weights into it.
+        for i in range(self.state["phase"] + (1 if self.state["started"] else 0)):
+            if i < len(self.phases):
+                self._start_phase(i, replay=True)
+        self.model.load_state_dict(ckpt["model"])
+        _set_rng_state(ckpt["rng"])
+        return ckpt
+
+    # -- loop -------------------------------------------------------------------------
+
+    def run(self) -> dict[str, Any]:
+        cfg = self.cfg
+        torch.manual_seed(cfg.seed)
+        ckpt = self._load()
+        # The checkpoint's optimizer state belongs to the phase it was saved in (it is
+        # None at phase boundaries).
+        pending_opt = (ckpt["state"]["phase"], ckpt["optimizer"]) if ckpt else (None, None)
+        n = len(self.train_ds)
+        steps_per_epoch = math.ceil(n / cfg.batch_size)
+        x_all, y_all = self.train_ds.tensors
+        while self.state["phase"] < len(self.phases):
+            idx = self.state["phase"]
+            ph = self.phases[idx]
+            if not self.state["started"]:
+                if ph.kind == "masks" and self.state["masks_done"]:
+                    self._end_phase(idx, skipped=True)  # target already reached
+                    continue
+                self._start_phase(idx, replay=False)
+                self.state["started"] = True
+            params = _freeze(self.model, ph.kind)
+            self.opt = _optimizer(cfg, ph.kind, params)
+            if pending_opt[0] == idx and pending_opt[1] is not None:
+                self.opt.load_state_dict(pending_opt[1])
+            pending_opt = (None, None)
+            total = ph.epochs * steps_per_epoch
+            # A started mask phase with the target reached was interrupted right at the end.
+            stop = ph.kind == "masks" and self.state["masks_done"]
+            while self.state["epoch"] < ph.epochs and not stop:
+                epoch = self.state["epoch"]
+                order = _epoch_order(cfg, idx, epoch, n)
+                bar = tqdm(
+                    total=steps_per_epoch,
+                    initial=self.state["step"],
+                    desc=f"{ph.kind} {epoch + 1}/{ph.epochs}",
+                    disable=not cfg.progress,
+                    leave=False,
+                )
+                while self.state["step"] < steps_per_epoch:
+                    s = self.state["step"]
+                    sel = order[s * cfg.batch_size : (s + 1) * cfg.batch_size]
+                    x, y = x_all[sel], y_all[sel]
+                    if cfg.augment:
+                        x = _augment(x, _seed_for(cfg.seed, idx, epoch, s, 7))
+                    lr = _lr_at(cfg, ph.kind, epoch * steps_per_epoch + s, total)
+                    lam = self._lam(ph.kind, steps_per_epoch)
+                    info = self._step(ph.kind, x.to(self.device), y.to(self.device), lr, lam)
+                    if ph.kind == "masks":
+                        self._steer_lam(info["red"], steps_per_epoch)
+                    self.state["step"] += 1
+                    self.state["global_step"] += 1
+                    bar.update(1)
+                    bar.set_postfix(info)
+                    g = self.state["global_step"]
+                    if ph.kind == "masks" and cfg.target_reduction is not None:
+                        if info["red"] >= cfg.target_reduction:
+                            self.state["masks_done"] = True
+                            stop = True
+                    if cfg.max_steps is not None and g >= cfg.max_steps:
+                        bar.close()
+                        self._save()
+                        return self._report(interrupted=True)
+                    if stop:
+                        break
+                    if cfg.checkpoint_every and g % cfg.checkpoint_every == 0:
+                        self._save()
+                bar.close()
+                if not stop:
+                    self.state["epoch"] += 1
+                    self.state["step"] = 0
+                    self._save()
+            self._end_phase(idx)
+        return self._finish()
+
+    def _controlled(self) -> bool:
+        return self.cfg.target_reduction is not None and self.cfg.lam_adapt > 1
+
+    def _lam(self, kind: str, steps_per_epoch: int) -> float:
+        if kind != "masks":
+            return 0.0
+        if self._controlled():
+            if self.state["mask_cost0"] is None:  # MACs per dense MAC before any pruning
+                self.state["mask_cost0"] = 1.0 / self._macs().pointwise_reduction
+            return self.state["lam"]
+        return self.cfg.lam * self.cfg.lam_growth ** (self.state["mask_step"] / steps_per_epoch)
+
+    def _steer_lam(self, reduction: float, steps_per_epoch: int) -> None:
+        if not self._controlled():
+            return
+        cfg = self.cfg
+        epochs = cfg.mask_epochs if cfg.schedule == "learn-refine" else cfg.alt_cycles
+        horizon = max(1.0, cfg.target_at * epochs * steps_per_epoch)
+        c0, c1 = self.state["mask_cost0"], 1.0 / cfg.target_reduction
+        planned = c0 + (c1 - c0) * min(1.0, self.state["mask_step"] / horizon)
+        # Behind plan: push harder; ahead: ease off so that only unimportant bands go.
+        factor = cfg.lam_adapt if 1.0 / reduction > planned else 1.0 / cfg.lam_adapt
+        self.state["lam"] *= factor
+
+    def _step(
+        self, kind: str, x: torch.Tensor, y: torch.Tensor, lr: float, lam: float
+    ) -> dict[str, float]:
+        assert self.opt is not None
+        for group in self.opt.param_groups:
+            group["lr"] = lr
+        self.model.train()
+        logits = self.model(x)
+        loss = F.cross_entropy(logits, y)
+        total = loss
+        if kind == "masks" and lam > 0:
+            total = loss + lam * fcmask_penalty(self.model, self.cfg.weighting)
+        self.opt.zero_grad(set_to_none=True)
+        total.backward()
+        self.opt.step()
+        info = {"loss": float(loss.detach()), "acc": float((logits.argmax(1) == y).float().mean())}
+        if kind == "masks":
+            with torch.no_grad():
+                for p in fcmask_parameters(self.model):
+                    p.clamp_(0.0, 1.0)  # beyond [0, 1] FCMask only delays its way back
+            info["red"] = self._macs().pointwise_reduction
+            info["lam"] = lam
+            self.state["mask_step"] += 1
+        return info
+
+    def _end_phase(self, idx: int, skipped: bool = False) -> None:
+        ph = self.phases[idx]
+        entry: dict[str, Any] = {"phase": idx, "kind": ph.kind, "skipped": skipped}
+        entry["global_step"] = self.state["global_step"]
+        if self._wrapped():
+            entry["pointwise_reduction"] = self._macs().pointwise_reduction
+        if ph.kind == "masks":
+            entry["lam"] = self._lam("masks", 1) if not skipped else None
+        self.results["phases"].append(entry)
+        self.state.update(phase=idx + 1, started=False, epoch=0, step=0)
+        self.opt = None
+        self._save()
+
+    def _finish(self) -> dict[str, Any]:
+        cfg = self.cfg
+        if self.cfg.schedule == "none" or not self._wrapped():
+            self._recalibrate_bn()
+            self.results["accuracy_unpruned"] = self._eval()
+            if self.cfg.schedule == "none":
+                return self._report(interrupted=False)
+            self._wrap()  # e.g. zero mask epochs and no refine: still report masks
+        if self._soft():
+            squash(self.model)
+            self._recalibrate_bn()
+        self.results["accuracy_pruned"] = self._eval()
+        # Without a refine / bn phase, "before refinement" is the final model.
+        self.results.setdefault("accuracy_pruned_before_refine", self.results["accuracy_pruned"])
+        stem = self.out / "fcmask"
+        onnx = stem.with_suffix(".onnx") if cfg.export_onnx else None
+        export(
+            self.model,
+            stem.with_suffix(".masks.json"),
+            stem.with_suffix(".pt"),
+            onnx,
+            example_input=self.example,
+            model_name=cfg.model,
+        )
+        self.results["mask_file"] = str(stem.with_suffix(".masks.json"))
+        self.results["state_dict"] = str(stem.with_suffix(".pt"))
+        self.results["onnx"] = str(onnx) if onnx else None
+        unpruned = model_macs(self.model, self.example, unpruned=True)
+        self.results["macs"] = _macs_summary(self._macs(), unpruned)
+        report = self._report(interrupted=False)
+        (self.out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+        return report
+
+    def _report(self, interrupted: bool) -> dict[str, Any]:
+        r = dict(self.results)
+        if "accuracy_unpruned" in r and "accuracy_pruned" in r:
+            r["accuracy_drop"] = r["accuracy_unpruned"] - r["accuracy_pruned"]
+        r.update(
+            interrupted=interrupted,
+            global_step=self.state["global_step"],
+            wall_time_s=self.state["elapsed"] + time.perf_counter() - self.t0,
+            checkpoint=str(self.ckpt_path),
+            config=asdict(self.cfg),
+        )
+        return r
+
+
+def run_training(cfg: TrainConfig) -> dict[str, Any]:
+    """Train, learn band masks, refine, export; resumable.
+
+    Parameters
+    ----------
+    cfg : TrainConfig
+        Configuration.
+
+    Returns
+    -------
+    dict
+        Report: ``accuracy_unpruned``, ``accuracy_pruned_before_refine``,
+        ``accuracy_pruned``, ``accuracy_drop`` (points), ``macs`` (pointwise MACs dense
+        and pruned, reduction with transform overhead included, whole-network MACs),
+        ``mask_file``, ``state_dict``, ``phases``, ``global_step``, ``wall_time_s`` and
+        ``interrupted`` (True when ``max_steps`` stopped the run; rerun to resume).
+    """
+    if not isinstance(cfg, TrainConfig):
+        raise ValueError(f"expected a TrainConfig, got {type(cfg).__name__}")
+    threads = torch.get_num_threads()
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    try:
+        return _Run(cfg).run()
+    finally:
+        torch.set_num_threads(threads)  # leave the caller's setting as it was
+
+
+def _parse_value(kind: Any, text: str) -> Any:
+    if text.lower() == "none":
+        return None
+    args = [a for a in typing.get_args(kind) if a is not type(None)] or [kind]
+    base = args[0]
+    if base is bool:
+        return text.lower() in ("1", "true", "yes", "on")
+    return base(text)
+
+
+def _metavar(kind: Any) -> str:
+    names = [getattr(a, "__name__", str(a)) for a in typing.get_args(kind)] or [kind.__name__]
+    return "|".join(n.upper() if n != "NoneType" else "none" for n in names)
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """Add one ``--flag`` per :class:`TrainConfig` field (default ``None`` = not given).
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        Parser to extend.
+    """
+    hints = typing.get_type_hints(TrainConfig)
+    for f in dataclasses.fields(TrainConfig):
+        kind = hints[f.name]
+        flag = "--" + f.name.replace("_", "-")
+        if kind is bool:
+            parser.add_argument(
+                flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None
+            )
+        else:
+            parser.add_argument(
+                flag,
+                dest=f.name,
+                type=lambda t, k=kind: _parse_value(k, t),
+                default=None,
+                metavar=_metavar(kind),
+                help=f"default {f.default!r}",
+            )
+
+
+def config_from_args(args: argparse.Namespace, base: dict[str, Any] | None = None) -> TrainConfig:
+    """Build a :class:`TrainConfig` from ``base`` values overridden by the given flags.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Parsed flags from :func:`add_config_flags`.
+    base : dict, optional
+        Preset values.
+
+    Returns
+    -------
+    TrainConfig
+        The validated configuration.
+    """
+    values = dict(base or {})
+    for f in dataclasses.fields(TrainConfig):
+        v = getattr(args, f.name, None)
+        if v is not None:
+            values[f.name] = v
+    return TrainConfig(**values)
