@@ -192,6 +192,12 @@ def _local(spec: Any, cls: type, timeout: float) -> Any:
     return cls(timeout_sec=timeout)
 
 
+def _has_record(db: ms.database.Database, task: Any, target: tvm.target.Target) -> bool:
+    # A workload can be in the database without any record (e.g. tuning was interrupted).
+    mod = task.dispatched[0]
+    return db.has_workload(mod) and db.query_tuning_record(mod, target, task.task_name) is not None
+
+
 def tune(
     mod: tvm.IRModule,
     target: tvm.target.Target,
@@ -219,7 +225,7 @@ def tune(
     store = RecordStore(tuning.records, use_shipped=tuning.use_shipped)
     lookup = store.union(target)
     tasks = ms.relax_integration.extract_tasks(mod, target)
-    missing = [t for t in tasks if not lookup.has_workload(t.dispatched[0])]
+    missing = [t for t in tasks if not _has_record(lookup, t, target)]
     if report is not None:
         report.num_tasks = len(tasks)
         report.tasks_with_records = len(tasks) - len(missing)
@@ -253,7 +259,7 @@ def tune(
             report.tasks_tuned = len(missing)
             report.trials_run = int(bar.n)
         lookup = store.union(target)
-        missing = [t for t in tasks if not lookup.has_workload(t.dispatched[0])]
+        missing = [t for t in tasks if not _has_record(lookup, t, target)]
     if report is not None:
         report.untuned_tasks = [t.task_name for t in missing]
     return lookup
