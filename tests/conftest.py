@@ -17,3 +17,15 @@ def _isolated_records(tmp_path_factory):
         os.environ.pop("TVM_FREQ_RECORDS", None)
     else:
         os.environ["TVM_FREQ_RECORDS"] = old
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    # Small tensors on a 2-core machine: torch's spinning intra-op threads make them up to
+    # 10x slower under load, so every test runs torch on one thread.
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

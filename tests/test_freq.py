@@ -34,16 +34,6 @@ from tvm_freq.freq import (
 from tvm_freq.macs import pointwise_macs
 from tvm_freq.models import get_model
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Small tensors: on a busy machine extra threads cost more than they save.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 KS = range(2, 9)
 
 

@@ -20,16 +20,6 @@ from tvm_freq.masks import (
 )
 from tvm_freq.models import get_model
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Small tensors: on a busy machine extra threads cost more than they save.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 X = torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
 W = 0.25  # the smallest MobileNetV2 keeps these tests fast
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 from tvm_freq.memory import (
@@ -12,16 +11,6 @@ from tvm_freq.memory import (
     saved_tensor_bytes,
 )
 from tvm_freq.specnet import calibrate_, get_specnet, spectral_layers
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # On a shared 2-core machine, torch's spinning intra-op threads make these small ops
-    # 10x slower under load; one thread keeps the tests fast and deterministic.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def test_counter_counts_each_storage_once():

@@ -22,15 +22,6 @@ from tvm_freq.prune import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Small tensors: on a busy machine extra threads cost more than they save.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class _Net(nn.Module):
     def __init__(self):
         super().__init__()

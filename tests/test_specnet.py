@@ -30,15 +30,6 @@ from tvm_freq.specnet import (
 D = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # On a shared 2-core machine, torch's spinning intra-op threads make these small ops
-    # 10x slower under load; one thread keeps the tests fast and deterministic.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
 
 def _block(cin, cout, k, padding=None, stride=1, beta=0.0, activation=None, seed=0):
     torch.manual_seed(seed)

@@ -12,14 +12,6 @@ from tvm_freq.specnet import SPECNET_NAMES, calibrate_, get_specnet, spectral_la
 from tvm_freq.spectral_import import lower_specnet, specnet_to_relax
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def _trained_like(name: str, beta: float, **kw) -> torch.nn.Module:
     torch.manual_seed(0)
     model = get_specnet(name, beta=beta, width=0.25, in_channels=1, **kw)

@@ -13,15 +13,6 @@ from tvm_freq.masks import load_masks
 from tvm_freq.train import Phase, TrainConfig, build_phases, evaluate, run_training
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Small tensors: on a busy machine extra threads cost more than they save.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     """Small synthetic Fashion-MNIST-shaped IDX files: class = which quadrant is bright."""

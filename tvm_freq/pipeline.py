@@ -167,10 +167,12 @@ def _progress_callback(total: int, show: bool):
     from tqdm.auto import tqdm
 
     bar = tqdm(total=total, desc="tuning", unit="trial", dynamic_ncols=True, disable=not show)
+    measured = [0]  # a disabled bar counts nothing, so count here
 
     @derived_object
     class _Progress(ms.measure_callback.PyMeasureCallback):
         def apply(self, task_scheduler, task_id, measure_candidates, builder_results, results):
+            measured[0] += len(measure_candidates)
             best = min(
                 (sum(float(x) for x in r.run_secs) / len(r.run_secs) for r in results
                  if r.run_secs),
@@ -180,7 +182,7 @@ def _progress_callback(total: int, show: bool):
             if best is not None:
                 bar.set_postfix(task=task_id, best_us=f"{best * 1e6:.0f}")
 
-    return _Progress(), bar
+    return _Progress(), bar, measured
 
 
 def _local(spec: Any, cls: type, timeout: float) -> Any:
@@ -236,7 +238,7 @@ def tune(
         contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
             missing, work_dir=str(store.directory(target))
         )
-        progress, bar = _progress_callback(budget, tuning.progress)
+        progress, bar, measured = _progress_callback(budget, tuning.progress)
         callbacks = [*ms.measure_callback.MeasureCallback.create("default"), progress]
         start = time.perf_counter()
         try:
@@ -257,7 +259,7 @@ def tune(
         if report is not None:
             report.tune_seconds = time.perf_counter() - start
             report.tasks_tuned = len(missing)
-            report.trials_run = int(bar.n)
+            report.trials_run = measured[0]
         lookup = store.union(target)
         missing = [t for t in tasks if not _has_record(lookup, t, target)]
     if report is not None:
