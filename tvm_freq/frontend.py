@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import tvm
 from tvm import relax
 
@@ -229,23 +228,3 @@ def _finish(mod: tvm.IRModule, source: str) -> ImportedModel:
         shapes.append(shape)
         dtypes.append(str(ty.dtype))
     return ImportedModel(optimize(mod), tuple(names), tuple(shapes), tuple(dtypes), source)
-
-
-def example_array(shape: Sequence[int], dtype: str = "float32", seed: int = 0) -> np.ndarray:
-    """Return a deterministic random input, for benchmarks and checks.
-
-    Parameters
-    ----------
-    shape : sequence of int
-        Array shape.
-    dtype : str
-        NumPy dtype.
-    seed : int
-        RNG seed.
-
-    Returns
-    -------
-    numpy.ndarray
-        Standard-normal values.
-    """
-    return np.random.default_rng(seed).standard_normal(tuple(shape)).astype(dtype)

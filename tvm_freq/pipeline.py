@@ -16,7 +16,6 @@ Pipeline (every stage is an ordinary TVM pass or MetaSchedule call):
 
 from __future__ import annotations
 
-import logging
 import time
 import warnings
 from collections.abc import Sequence
@@ -35,9 +34,6 @@ from .runtime import CompiledModel
 from .target import resolve_target
 
 __all__ = ["Tuning", "BuildReport", "UntunedWarning", "build", "lower", "tune"]
-
-log = logging.getLogger(__name__)
-
 
 class UntunedWarning(UserWarning):
     """Some kernels have no tuning record and run unscheduled (slow) code."""
