@@ -30,6 +30,7 @@ import numpy as np
 from tvm import te, tirx
 
 from tvm_freq.dct import dct_basis, padded_size
+from tvm_freq.macs import band_sizes
 
 __all__ = [
     "BandGroup",
@@ -108,20 +109,13 @@ def plan_bands(
     BandPlan
         Permutations and groups. Groups cover only coefficients some channel keeps.
     """
-    kin_a, kout_a = np.asarray(kin, dtype=np.int64), np.asarray(kout, dtype=np.int64)
-    nn = k * k
-    if kin_a.min(initial=0) < 0 or kin_a.max(initial=0) > nn:
-        raise ValueError(f"kin counts must be in [0, {nn}]")
-    if kout_a.min(initial=0) < 0 or kout_a.max(initial=0) > nn:
-        raise ValueError(f"kout counts must be in [0, {nn}]")
     if max_groups < 1:
         raise ValueError("max_groups must be >= 1")
+    cin_n, cout_n = band_sizes(kin, kout, k)  # validates the counts
+    kin_a, kout_a = np.asarray(kin, dtype=np.int64), np.asarray(kout, dtype=np.int64)
     # Stable sort: equal counts keep their original order (deterministic plans).
     perm_in = np.argsort(-kin_a, kind="stable")
     perm_out = np.argsort(-kout_a, kind="stable")
-    q = np.arange(nn)
-    cin_n = (kin_a[None, :] > q[:, None]).sum(1)
-    cout_n = (kout_a[None, :] > q[:, None]).sum(1)
     live = int(np.max(np.nonzero((cin_n > 0) & (cout_n > 0))[0], initial=-1)) + 1
     if live == 0:
         return BandPlan(k, tuple(kin_a.tolist()), tuple(kout_a.tolist()),
