@@ -27,6 +27,7 @@ def main() -> None:
     p.add_argument("--max-trials-per-task", type=int, default=16)
     p.add_argument("--masks", default=None, help="also tune the frequency kernels")
     p.add_argument("--records", default=str(RECORDS))
+    p.add_argument("--retune", action="store_true", help="add trials to tasks with records")
     args = p.parse_args()
     for name in args.models:
         start = time.perf_counter()
@@ -35,6 +36,7 @@ def main() -> None:
             masks=args.masks,
             tuning=Tuning(
                 trials=args.trials,
+                retune=args.retune,
                 max_trials_per_task=args.max_trials_per_task,
                 records=args.records,
                 use_shipped=False,

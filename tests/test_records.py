@@ -36,6 +36,12 @@ def test_second_build_reuses_records_without_tuning(tmp_path):
     assert second.report.trials_run == 0
     assert second.report.tasks_with_records == second.report.num_tasks
 
+    retune = Tuning(trials=2, max_trials_per_task=2, records=records, use_shipped=False,
+                    num_trials_per_iter=2, progress=False, retune=True)  # fmt: skip
+    third = tvm_freq.build(_tiny(), input_shape=(1, 8, 8, 8), tuning=retune)
+    assert third.report.tasks_tuned == third.report.num_tasks
+    assert third.report.trials_run > 0
+
 
 def test_corrupt_records_are_reported_and_left_untouched(tmp_path):
     store = RecordStore(tmp_path, use_shipped=False)

@@ -52,6 +52,7 @@ def _tuning(args):
 
     return Tuning(
         trials=args.trials,
+        retune=args.retune,
         max_trials_per_task=args.max_trials_per_task,
         records=args.records,
         use_shipped=not args.no_shipped,
@@ -145,6 +146,7 @@ def _common(p: argparse.ArgumentParser, *, model: bool = True) -> None:
         p.add_argument("--masks", default=None, help="frequency-band mask file (JSON)")
         p.add_argument("--trials", type=int, default=0, help="tune kernels without records")
         p.add_argument("--max-trials-per-task", type=int, default=None)
+        p.add_argument("--retune", action="store_true", help="also tune kernels with records")
         p.add_argument("--records", default=None, help="records directory (default ~/.cache)")
         p.add_argument("--no-shipped", action="store_true", help="ignore shipped records")
         p.add_argument("--no-prepack", action="store_true", help="no weight pre-packing")

@@ -47,6 +47,9 @@ class Tuning:
     ----------
     trials : int
         MetaSchedule trial budget for tasks without records; 0 never tunes.
+    retune : bool
+        Spend ``trials`` on every task, also those that already have records; the search
+        starts from the records in the user's store (more trials, better schedules).
     max_trials_per_task : int, optional
         Cap per task (default: ``trials`` spread evenly over the tasks to tune).
     records : str or pathlib.Path, optional
@@ -67,6 +70,7 @@ class Tuning:
     """
 
     trials: int = 0
+    retune: bool = False
     max_trials_per_task: int | None = None
     records: str | Path | None = None
     use_shipped: bool = True
@@ -227,12 +231,13 @@ def tune(
     if report is not None:
         report.num_tasks = len(tasks)
         report.tasks_with_records = len(tasks) - len(missing)
-    if missing and tuning.trials > 0:
+    selected = tasks if tuning.retune else missing
+    if selected and tuning.trials > 0:
         db = store.writable(target)  # raises before any tuning if it cannot be written
-        per_task = tuning.max_trials_per_task or max(1, tuning.trials // len(missing))
-        budget = min(tuning.trials, per_task * len(missing))
+        per_task = tuning.max_trials_per_task or max(1, tuning.trials // len(selected))
+        budget = min(tuning.trials, per_task * len(selected))
         contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
-            missing, work_dir=str(store.directory(target))
+            selected, work_dir=str(store.directory(target))
         )
         progress, bar, measured = _progress_callback(budget, tuning.progress)
         callbacks = [*ms.measure_callback.MeasureCallback.create("default"), progress]
@@ -254,7 +259,7 @@ def tune(
             bar.close()
         if report is not None:
             report.tune_seconds = time.perf_counter() - start
-            report.tasks_tuned = len(missing)
+            report.tasks_tuned = len(selected)
             report.trials_run = measured[0]
         lookup = store.union(target)
         missing = [t for t in tasks if not _has_record(lookup, t, target)]
