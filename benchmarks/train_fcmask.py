@@ -43,14 +43,14 @@ from tvm_freq.train import TrainConfig, add_config_flags, config_from_args, run_
 
 PRESETS: dict[str, dict[str, Any]] = {
     # Sized for < 30 minutes on 2 idle cores: width 0.5, 8k training images, 3 training
-    # epochs, mask learning until the target (at most 2 epochs), 1 refinement epoch.
+    # epochs, mask learning until the target (at most 2 epochs), 3 refinement epochs.
     "reduced": {
         "width": 0.5,
         "train_limit": 8000,
         "test_limit": 5000,
         "epochs": 3,
         "mask_epochs": 2,
-        "refine_epochs": 1,
+        "refine_epochs": 3,
         "num_threads": 1,
         "out_dir": "runs/fcmask-reduced",
     },
