@@ -1478,6 +1478,23 @@ class _SpecBase(nn.Module):
             shape = ", ".join(map(str, want))
             raise ValueError(f"expected an input of shape [B, {shape}], got {got}")
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Classify ``[B, C, 32, 32]`` images.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            Input batch.
+
+        Returns
+        -------
+        torch.Tensor
+            Logits ``[B, num_classes]``.
+        """
+        # features -> spatial head -> classifier; DenseNet overrides this.
+        self._check_input(x)
+        return self.classifier(torch.flatten(self.head(self.features(x)), 1))
+
 
 class SpecLeNet(_SpecBase):
     """LeNet-5 for 32x32 inputs: two 5x5 valid convs with 2x2 average pooling, 3 FC layers.
@@ -1520,22 +1537,6 @@ class SpecLeNet(_SpecBase):
             nn.Linear(c2 * 25, h1), nn.ReLU(), nn.Linear(h1, h2), nn.ReLU(),
             nn.Linear(h2, num_classes),
         )  # fmt: skip
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Classify ``[B, C, 32, 32]`` images.
-
-        Parameters
-        ----------
-        x : torch.Tensor
-            Input batch.
-
-        Returns
-        -------
-        torch.Tensor
-            Logits ``[B, num_classes]``.
-        """
-        self._check_input(x)
-        return self.classifier(torch.flatten(self.head(self.features(x)), 1))
 
 
 class SpecAlexNet(_SpecBase):
@@ -1583,22 +1584,6 @@ class SpecAlexNet(_SpecBase):
             nn.Linear(h, num_classes),
         )  # fmt: skip
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Classify ``[B, C, 32, 32]`` images.
-
-        Parameters
-        ----------
-        x : torch.Tensor
-            Input batch.
-
-        Returns
-        -------
-        torch.Tensor
-            Logits ``[B, num_classes]``.
-        """
-        self._check_input(x)
-        return self.classifier(torch.flatten(self.head(self.features(x)), 1))
-
 
 class SpecVGG16(_SpecBase):
     """VGG-16 for 32x32 inputs without batch norm (13 3x3 convs, 5 average pools, 1 FC).
@@ -1645,22 +1630,6 @@ class SpecVGG16(_SpecBase):
         self.features = nn.Sequential(*layers)
         self.head = ToSpatial()
         self.classifier = nn.Linear(c, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Classify ``[B, C, 32, 32]`` images.
-
-        Parameters
-        ----------
-        x : torch.Tensor
-            Input batch.
-
-        Returns
-        -------
-        torch.Tensor
-            Logits ``[B, num_classes]``.
-        """
-        self._check_input(x)
-        return self.classifier(torch.flatten(self.head(self.features(x)), 1))
 
 
 class _DenseLayer(nn.Module):
