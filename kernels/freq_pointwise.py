@@ -43,7 +43,15 @@ __all__ = [
     "band_gemm_ref",
     "truncated_idct_ref",
     "freq_pointwise_ref",
+    "align_plan",
+    "fused_pointwise",
+    "fused_constants",
+    "fused_pointwise_ref",
+    "FUSED_KERNEL",
 ]
+
+#: Value of the ``tvm_freq.kernel`` attribute of fused kernels; schedules find them by it.
+FUSED_KERNEL = "fused_pointwise"
 
 
 @dataclass(frozen=True)
@@ -349,6 +357,243 @@ def truncated_idct(
 
     out = te.compute((n, cout, h, w), body, name="idct")
     return te.create_prim_func([yf, basis, slot, out]).with_attr("global_symbol", "freq_idct")
+
+
+def align_plan(plan: BandPlan, multiple: int) -> BandPlan:
+    """Round each group's output prefix up to a multiple of ``multiple`` (capped at ``Cout``).
+
+    The extra rows compute channels that keep none of the group's coefficients; their
+    IDCT basis rows are zero, so the result is exact. It lets a schedule vectorise the
+    GEMM over output channels without a tail.
+
+    Parameters
+    ----------
+    plan : BandPlan
+        A plan from :func:`plan_bands`.
+    multiple : int
+        Vector width in channels, >= 1.
+
+    Returns
+    -------
+    BandPlan
+        The plan with aligned ``cout`` per group.
+    """
+    if multiple < 1:
+        raise ValueError("multiple must be >= 1")
+    cout = len(plan.kout)
+    groups = tuple(
+        BandGroup(g.n0, g.n1, g.cin, min(cout, -(-g.cout // multiple) * multiple))
+        for g in plan.groups
+    )
+    return BandPlan(plan.k, plan.kin, plan.kout, plan.perm_in, plan.perm_out, groups)
+
+
+def fused_pointwise(
+    n: int,
+    cin: int,
+    cout: int,
+    h: int,
+    w: int,
+    k: int,
+    groups: Sequence[tuple[int, int, int]],
+    bias: bool = True,
+    clip: tuple[float, float] | None = None,
+    dtype: str = "float32",
+) -> tirx.PrimFunc:
+    """The whole layer in one kernel: truncated DCT -> grouped band GEMMs -> IDCT (+ epilogue).
+
+    Stages, for ``P`` blocks and ``Q = sum(size_g)`` live coefficients:
+
+    * ``dct[c, p, q] = sum_r basis_in[c, r, q] * X[b, perm[c], pixel(p, r)]`` for the
+      ``cin_max`` sorted input channels of the widest group (masks folded into the basis);
+    * ``gemm_g[p, q, o] = sum_c dct[c, p, off_g + q] * W_g[c, o]`` over the group's prefixes;
+    * ``Y[b, o, y, x] = bias[o] + sum_q basis_out[o, q, ij] * gemm_{g(q)}[p, q', slot[g, o]]``.
+
+    The coefficient axis is innermost in the intermediates, so a schedule can vectorise
+    the DCT over coefficients and the GEMMs over output channels, and keep one block's
+    intermediates in cache (see ``tvm_freq.schedules.freq_pointwise``).
+
+    Parameters
+    ----------
+    n, cin, cout, h, w : int
+        Input batch, channels, and spatial size; ``cout`` output channels.
+    k : int
+        Macroblock size.
+    groups : sequence of (size, cin_g, cout_g)
+        Band groups in coefficient order, e.g. from :func:`align_plan`.
+    bias : bool
+        Take a ``bias[cout]`` argument and add it.
+    clip : (float, float), optional
+        Clamp the output to ``[lo, hi]`` (ReLU6 is ``(0, 6)``), after the bias.
+    dtype : str
+        Data type.
+
+    Returns
+    -------
+    tvm.tirx.PrimFunc
+        ``(X, perm, basis_in, W_0..W_{G-1}, basis_out, slot[, bias]) -> Y[n, cout, h, w]``,
+        unscheduled, with attribute ``tvm_freq.kernel = "fused_pointwise"``. The
+        epilogue (bias, clip) is the block ``epilogue``; Relax cannot fuse elementwise
+        ops into a multi-stage kernel, so it is part of the kernel.
+    """
+    if not groups:
+        raise ValueError("fused_pointwise needs at least one band group")
+    sizes = [int(s) for s, _, _ in groups]
+    bh, bw, p = _blocks(n, h, w, k)
+    cin_max = max(int(c) for _, c, _ in groups)
+    qtot = sum(sizes)
+    offs = np.cumsum([0, *sizes]).tolist()
+    x = te.placeholder((n, cin, h, w), dtype, name="X")
+    perm = te.placeholder((cin_max,), "int32", name="perm")
+    b_in = te.placeholder((cin_max, k * k, qtot), dtype, name="basis_in")
+    b_out = te.placeholder((cout, qtot, k * k), dtype, name="basis_out")
+    slot = te.placeholder((len(groups), cout), "int32", name="slot")
+    pad = padded_size(h, k) != h or padded_size(w, k) != w
+    r = te.reduce_axis((0, k * k), name="r")
+
+    def dct_body(c, blk, q):
+        b, rest = blk // (bh * bw), blk % (bh * bw)
+        hh = (rest // bw) * k + r // k
+        ww = (rest % bw) * k + r % k
+        if pad:
+            inside = tirx.all(hh < h, ww < w)
+            val = te.if_then_else(
+                inside, x[b, perm[c], tirx.min(hh, h - 1), tirx.min(ww, w - 1)], 0.0
+            )
+        else:
+            val = x[b, perm[c], hh, ww]
+        return te.sum(val * b_in[c, r, q], axis=r)
+
+    xf = te.compute((cin_max, p, qtot), dct_body, name="dct")
+
+    def gemm_body(wt: te.Tensor, rc: tirx.IterVar, off: int):
+        return lambda blk, q, o: te.sum(xf[rc, blk, q + off] * wt[rc, o], axis=rc)
+
+    weights, yfs = [], []
+    for i, (size, cin_g, cout_g) in enumerate(groups):
+        wt = te.placeholder((cin_g, cout_g), dtype, name=f"W{i}")
+        rc = te.reduce_axis((0, cin_g), name="c")
+        yfs.append(te.compute((p, size, cout_g), gemm_body(wt, rc, offs[i]), name=f"gemm{i}"))
+        weights.append(wt)
+    rq = te.reduce_axis((0, qtot), name="q")
+
+    def idct_body(b, o, yy, xx):
+        blk = (b * bh + yy // k) * bw + xx // k
+        ij = (yy % k) * k + xx % k
+        val = None
+        # Coefficient q lives in the group whose range holds it; once the schedule unrolls
+        # q, every condition is a constant and folds away.
+        for i in reversed(range(len(groups))):
+            q_local = tirx.max(tirx.min(rq - offs[i], sizes[i] - 1), 0)
+            term = yfs[i][blk, q_local, slot[i, o]]
+            val = term if val is None else te.if_then_else(rq < offs[i + 1], term, val)
+        return te.sum(b_out[o, rq, ij] * val, axis=rq)
+
+    y = te.compute((n, cout, h, w), idct_body, name="idct")
+    args = [x, perm, b_in, *weights, b_out, slot]
+    if bias or clip is not None:
+        bvec = te.placeholder((cout,), dtype, name="bias") if bias else None
+        idct_out = y
+
+        def epilogue(b, o, yy, xx):
+            v = idct_out[b, o, yy, xx]
+            if bvec is not None:
+                v = v + bvec[o]
+            if clip is not None:
+                v = tirx.max(tirx.min(v, tirx.const(clip[1], dtype)), tirx.const(clip[0], dtype))
+            return v
+
+        y = te.compute((n, cout, h, w), epilogue, name="epilogue")
+        if bvec is not None:
+            args.append(bvec)
+    func = te.create_prim_func([*args, y])
+    return func.with_attr("global_symbol", "freq_fused").with_attr(
+        "tvm_freq.kernel", FUSED_KERNEL
+    ).with_attr("tvm_freq.k", k)
+
+
+def fused_constants(
+    plan: BandPlan, weight: np.ndarray, bias: np.ndarray | None = None
+) -> list[np.ndarray]:
+    """The constant arguments of :func:`fused_pointwise` for a plan, in argument order.
+
+    Parameters
+    ----------
+    plan : BandPlan
+        The layer plan (its groups give the kernel's ``groups``).
+    weight : numpy.ndarray
+        ``[Cout, Cin(, 1, 1)]`` conv weight.
+    bias : numpy.ndarray, optional
+        ``[Cout]``; appended when given.
+
+    Returns
+    -------
+    list of numpy.ndarray
+        ``perm, basis_in, W_0..W_{G-1}, basis_out, slot[, bias]``.
+    """
+    cin_max = max(g.cin for g in plan.groups)
+    b_in, b_out, slots = [], [], []
+    for g in plan.groups:
+        wide = BandGroup(g.n0, g.n1, cin_max, g.cout)  # one DCT for every group's channels
+        b_in.append(dct_group_basis(plan, wide))  # [size, cin_max, kk]
+        bo, slot = idct_group_basis(plan, g)
+        b_out.append(bo)
+        slots.append(slot)
+    out = [
+        np.asarray(plan.perm_in[:cin_max], dtype="int32"),
+        np.ascontiguousarray(np.concatenate(b_in).transpose(1, 2, 0), dtype="float32"),
+        *[np.ascontiguousarray(group_weight(plan, weight, g).T) for g in plan.groups],
+        np.ascontiguousarray(np.concatenate(b_out).transpose(1, 0, 2), dtype="float32"),
+        np.stack(slots).astype("int32"),
+    ]
+    if bias is not None:
+        out.append(np.asarray(bias, dtype="float32").reshape(-1))
+    return out
+
+
+def fused_pointwise_ref(
+    x: np.ndarray,
+    perm: np.ndarray,
+    basis_in: np.ndarray,
+    weights: Sequence[np.ndarray],
+    basis_out: np.ndarray,
+    slot: np.ndarray,
+    bias: np.ndarray | None,
+    sizes: Sequence[int],
+    k: int,
+) -> np.ndarray:
+    """NumPy reference of :func:`fused_pointwise`, from its own constant arguments.
+
+    Parameters
+    ----------
+    x : numpy.ndarray
+        ``[N, Cin, H, W]`` input.
+    perm, basis_in, weights, basis_out, slot, bias : numpy.ndarray
+        As returned by :func:`fused_constants` (``weights`` are the ``W_g``).
+    sizes : sequence of int
+        Coefficients per group.
+    k : int
+        Macroblock size.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``[N, Cout, H, W]``.
+    """
+    n, _, h, w = x.shape
+    xf = truncated_dct_ref(x, basis_in.transpose(2, 0, 1), perm, k)  # [Q, cin_max, P]
+    y = np.zeros((n, basis_out.shape[0], h, w))
+    off = 0
+    for i, wg in enumerate(weights):
+        size = int(sizes[i])
+        yf = band_gemm_ref(wg.T, xf[off : off + size, : wg.shape[0]])  # [size, cout_g, P]
+        y += truncated_idct_ref(
+            yf, basis_out[:, off : off + size].transpose(1, 0, 2), slot[i], k, n, h, w
+        )
+        off += size
+    if bias is not None:
+        y += np.asarray(bias).reshape(1, -1, 1, 1)
+    return y
 
 
 # ----------------------------------------------------------------------------- references

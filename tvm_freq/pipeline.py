@@ -9,9 +9,12 @@ Pipeline (every stage is an ordinary TVM pass or MetaSchedule call):
    ``cpu_weight_prepack``, ``AttachAttrLayoutFreeBuffers`` so tuned schedules may
    pre-pack weights.
 4. MetaSchedule: records are looked up in the user's store and the shipped one;
-   tasks with no record are tuned only when ``tuning.trials > 0``.
-5. ``MetaScheduleApplyDatabase``, the weight layout rewrite (folded into the
-   constants), then ``tvm.compile``.
+   tasks with no record are tuned only when ``tuning.trials > 0``. Frequency-band
+   kernels are tuned in their own design space: the hand-written schedule of
+   ``tvm_freq.schedules.freq_pointwise`` with its tile sizes as MetaSchedule decisions.
+5. ``MetaScheduleApplyDatabase``; frequency-band kernels without a record get their
+   default hand-written schedule (never naive loops); the weight layout rewrite
+   (folded into the constants); then ``tvm.compile``.
 """
 
 from __future__ import annotations
@@ -33,7 +36,9 @@ from .records import RecordStore
 from .runtime import CompiledModel
 from .target import resolve_target
 
-__all__ = ["Tuning", "BuildReport", "UntunedWarning", "build", "lower", "tune"]
+__all__ = [
+    "Tuning", "BuildReport", "UntunedWarning", "apply_default_schedules", "build", "lower", "tune",
+]  # fmt: skip
 
 class UntunedWarning(UserWarning):
     """Some kernels have no tuning record and run unscheduled (slow) code."""
@@ -100,6 +105,7 @@ class BuildReport:
     tasks_with_records: int = 0
     tasks_tuned: int = 0
     untuned_tasks: list[str] = field(default_factory=list)
+    default_scheduled: list[str] = field(default_factory=list)
     trials_run: int = 0
     tune_seconds: float = 0.0
     compile_seconds: float = 0.0
@@ -122,7 +128,8 @@ class BuildReport:
             f"target {self.target} ({self.source} model)",
             f"tasks: {self.num_tasks}, with records: {self.tasks_with_records}, "
             f"tuned now: {self.tasks_tuned} ({self.trials_run} trials, {self.tune_seconds:.0f} s), "
-            f"untuned: {len(self.untuned_tasks)}",
+            f"untuned: {len(self.untuned_tasks)}, frequency kernels on their default schedule: "
+            f"{len(self.default_scheduled)}",
         ]
         if self.layers:
             from .passes.frequency_band_pointwise import format_layer_table
@@ -194,6 +201,43 @@ def _local(spec: Any, cls: type, timeout: float) -> Any:
     return cls(timeout_sec=timeout)
 
 
+def _is_freq_task(task: Any) -> bool:
+    from tvm_freq.schedules.freq_pointwise import is_fused_pointwise
+
+    return is_fused_pointwise(task.dispatched[0]["main"])
+
+
+def apply_default_schedules(mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRModule:
+    """Give every still-unscheduled frequency-band kernel its hand-written default schedule.
+
+    Parameters
+    ----------
+    mod : tvm.IRModule
+        Module after ``MetaScheduleApplyDatabase`` (kernels with records are scheduled).
+    target : tvm.target.Target
+        Target whose vector width and core count the schedule uses.
+
+    Returns
+    -------
+    tvm.IRModule
+        The module with every fused kernel scheduled.
+    """
+    from tvm_freq.schedules.freq_pointwise import default_schedule, is_fused_pointwise
+
+    updates = {
+        gv: default_schedule(func, target)
+        for gv, func in mod.functions.items()
+        if isinstance(func, tvm.tirx.PrimFunc) and is_fused_pointwise(func)
+    }
+    if not updates:
+        return mod
+    mod = mod.shallow_copy() if hasattr(mod, "shallow_copy") else tvm.IRModule(mod.functions,
+                                                                              attrs=mod.attrs)
+    for gv, func in updates.items():
+        mod[gv] = func
+    return mod
+
+
 def _has_record(db: ms.database.Database, task: Any, target: tvm.target.Target) -> bool:
     # A workload can be in the database without any record (e.g. tuning was interrupted).
     mod = task.dispatched[0]
@@ -236,9 +280,26 @@ def tune(
         db = store.writable(target)  # raises before any tuning if it cannot be written
         per_task = tuning.max_trials_per_task or max(1, tuning.trials // len(selected))
         budget = min(tuning.trials, per_task * len(selected))
+        from tvm_freq.schedules.freq_pointwise import sample_knobs, vector_lanes
+
+        lanes = vector_lanes(target)
+        plain = [t for t in selected if not _is_freq_task(t)]
+        freq = [t for t in selected if _is_freq_task(t)]
         contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
-            selected, work_dir=str(store.directory(target))
+            plain, work_dir=str(store.directory(target))
         )
+        if freq:
+            # The hand-written schedule is the whole design space; tuning samples its tile
+            # sizes (MetaSchedule's generic rules cannot schedule a multi-stage kernel).
+            space = ms.space_generator.ScheduleFn(
+                lambda sch: sample_knobs(sch, lanes), sch_rules=[], postprocs=[],
+                mutator_probs={},
+            )  # fmt: skip
+            more, more_w = ms.relax_integration.extracted_tasks_to_tune_contexts(
+                freq, work_dir=str(store.directory(target)), space=space,
+                strategy="replay-trace",
+            )  # fmt: skip
+            contexts, weights = contexts + more, weights + more_w
         progress, bar, measured = _progress_callback(budget, tuning.progress)
         callbacks = [*ms.measure_callback.MeasureCallback.create("default"), progress]
         start = time.perf_counter()
@@ -264,7 +325,8 @@ def tune(
         lookup = store.union(target)
         missing = [t for t in tasks if not _has_record(lookup, t, target)]
     if report is not None:
-        report.untuned_tasks = [t.task_name for t in missing]
+        report.untuned_tasks = [t.task_name for t in missing if not _is_freq_task(t)]
+        report.default_scheduled = [t.task_name for t in missing if _is_freq_task(t)]
     return lookup
 
 
@@ -335,7 +397,13 @@ def build(
         )
     start = time.perf_counter()
     with tgt, database:
-        post = [relax.transform.MetaScheduleApplyDatabase(enable_warning=False)]
+        post = [
+            relax.transform.MetaScheduleApplyDatabase(enable_warning=False),
+            tvm.transform.module_pass(
+                lambda m, _ctx: apply_default_schedules(m, tgt), opt_level=0,
+                name="ApplyFreqDefaultSchedules",
+            ),
+        ]  # fmt: skip
         if tuning.cpu_weight_prepack:
             post += [
                 relax.transform.SplitLayoutRewritePreproc(),

@@ -114,3 +114,51 @@ def test_bad_masks_rejected():
         K.plan_bands([17], [1], 4)
     with pytest.raises(ValueError, match="max_groups"):
         K.plan_bands([1], [1], 4, max_groups=0)
+
+
+def _fused_case(k, h, w, seed, align=16, bias=True, clip=None):
+    rng = np.random.default_rng(seed)
+    n, cin, cout = 2, 6, 20
+    x = rng.standard_normal((n, cin, h, w)).astype("float32")
+    wt = rng.standard_normal((cout, cin)).astype("float32")
+    b = rng.standard_normal(cout).astype("float32") if bias else None
+    kin, kout = _masks(rng, k, cin, cout)
+    plan = K.align_plan(K.plan_bands(kin, kout, k, max_groups=3), align)
+    groups = [(g.size, g.cin, g.cout) for g in plan.groups]
+    func = K.fused_pointwise(n, cin, cout, h, w, k, groups, bias=bias, clip=clip)
+    return x, wt, b, plan, groups, func
+
+
+@pytest.mark.parametrize("k,h,w", CASES)
+def test_fused_kernel_matches_its_reference_and_the_staged_math(k, h, w):
+    x, wt, b, plan, groups, func = _fused_case(k, h, w, seed=11 * k + h)
+    consts = K.fused_constants(plan, wt, b)
+    out = _run(func, x, *consts, out_shape=(2, 20, h, w))
+    g = len(groups)
+    ref = K.fused_pointwise_ref(x, consts[0], consts[1], consts[2 : 2 + g], consts[2 + g],
+                                consts[3 + g], b, [s for s, _, _ in groups], k)  # fmt: skip
+    np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+    # Aligned output prefixes and the single wide DCT do not change the answer.
+    staged = K.freq_pointwise_ref(x, wt, b, plan)
+    np.testing.assert_allclose(ref, staged, rtol=1e-9, atol=1e-9 * np.abs(staged).max())
+    direct = _masked_direct(x.astype(np.float64), wt, b, plan.kin, plan.kout, k)
+    # float32 bases: agreement to float32 precision.
+    np.testing.assert_allclose(ref, direct, rtol=1e-6, atol=1e-6 * np.abs(ref).max())
+
+
+def test_fused_kernel_clip_epilogue_and_no_bias():
+    x, wt, _, plan, _, func = _fused_case(4, 8, 8, seed=5, bias=False, clip=(0.0, 6.0))
+    out = _run(func, x, *K.fused_constants(plan, wt), out_shape=(2, 20, 8, 8))
+    ref = np.clip(K.freq_pointwise_ref(x, wt, None, plan), 0, 6)
+    np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+    assert (out == 6).any() and (out == 0).any()  # the clamp really acted
+
+
+def test_fused_kernel_is_unscheduled_and_marked():
+    f = K.fused_pointwise(1, 4, 16, 8, 8, 4, [(3, 4, 16)])
+    assert "tirx.is_scheduled" not in (f.attrs or {})
+    assert str(f.attrs["tvm_freq.kernel"]) == K.FUSED_KERNEL
+    with pytest.raises(ValueError, match="at least one band group"):
+        K.fused_pointwise(1, 4, 16, 8, 8, 4, [])
+    with pytest.raises(ValueError, match="multiple"):
+        K.align_plan(K.plan_bands([1], [1], 2), 0)

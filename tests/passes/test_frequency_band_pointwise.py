@@ -50,16 +50,48 @@ class Mixed(torch.nn.Module):
         return self.padded(x)
 
 
-def test_only_eligible_convs_match():
+@pytest.mark.parametrize("kernel", ["fused", "staged"])
+def test_only_eligible_convs_match(kernel):
     mod = import_model(Mixed().eval(), input_shape=(1, 8, 8, 8)).mod
     convs = eligible_convs(mod["main"])
     assert len(convs) == 1
     assert [int(d) for d in convs[0].args[1].ty.shape.values] == [16, 8, 1, 1]
     masks = MaskFile((_mask(0, 16, 8, 4),), num_pointwise=1)
-    out = FrequencyBandPointwise(masks, force=True)(mod)
+    out = FrequencyBandPointwise(masks, force=True, kernel=kernel)(mod)
     assert _count(out, "R.nn.conv2d") == _count(mod, "R.nn.conv2d") - 1
-    assert _count(out, "freq_dct") >= 1 and _count(out, "freq_gemm") >= 1
-    assert _count(out, "freq_idct") >= 1
+    if kernel == "fused":
+        assert _count(out, "freq_fused") == 1 and _count(out, "freq_gemm") == 0
+        # The bias add was folded into the kernel; the ReLU after it stays.
+        assert _count(out, "R.add") == _count(mod, "R.add") - 1
+        assert _count(out, "R.nn.relu") == _count(mod, "R.nn.relu")
+    else:
+        assert _count(out, "freq_dct") >= 1 and _count(out, "freq_gemm") >= 1
+        assert _count(out, "freq_idct") >= 1 and _count(out, "freq_fused") == 0
+
+
+def test_bias_and_relu6_epilogue_folded_only_when_supported():
+    mod = import_model(Chain().eval(), input_shape=(1, 3, 8, 8)).mod
+    masks = MaskFile((_mask(0, 24, 16, 4), _mask(1, 8, 24, 4)), num_pointwise=2)
+    rewrite = FrequencyBandPointwise(masks, force=True)
+    out = rewrite(mod)
+    assert _count(out, "R.nn.conv2d") == 1  # only the 3x3 stem is left
+    assert _count(out, "R.clip") == _count(mod, "R.clip") - 1  # pw1's clamp(0, 6)
+    assert "bias+clip" in rewrite.decisions[0].kernels[0]
+    assert "+" not in rewrite.decisions[1].kernels[0]  # pw2 has no bias: plain kernel
+    # A clip whose bounds are not constants, or a bias that is not per channel, is not
+    # folded: the conv is still rewritten and the add stays a Relax op.
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, 8, 4, 4), "float32"))
+    wc = relax.const(np.ones((16, 8, 1, 1), "float32"))
+    full = relax.const(np.ones((1, 16, 4, 4), "float32"))  # not a channel bias
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            y = bb.emit(relax.op.add(relax.op.nn.conv2d(x, wc), full))
+            out_var = bb.emit_output(y)
+        bb.emit_func_output(out_var)
+    one = MaskFile((_mask(0, 16, 8, 4),), num_pointwise=1)
+    out = FrequencyBandPointwise(one, force=True)(bb.get())
+    assert _count(out, "freq_fused") == 1 and _count(out, "R.add") == 1
 
 
 def test_non_constant_weight_and_dynamic_shape_do_not_match():
@@ -128,13 +160,15 @@ def _build(net, x, masks, **kw):
                               tuning=Tuning(use_shipped=False), **kw)  # fmt: skip
 
 
-def test_compiled_pruned_model_equals_reference_with_same_masks():
+@pytest.mark.parametrize("kernel,threads", [("fused", 1), ("fused", 2), ("staged", 1)])
+def test_compiled_pruned_model_equals_reference_with_same_masks(kernel, threads):
     net = Chain().eval()
     rng = np.random.default_rng(3)
     m1 = _mask(0, 24, 16, 3, kin=rng.integers(0, 10, 16).tolist())
     m2 = _mask(1, 8, 24, 2, kin=[4] * 24, kout=rng.integers(0, 5, 8).tolist())
     x = torch.randn(1, 3, 10, 11)  # 10x11: neither 2 nor 3 divides both
-    model = _build(net, x, MaskFile((m1, m2), num_pointwise=2), freq_options={"force": True})
+    model = _build(net, x, MaskFile((m1, m2), num_pointwise=2), threads=threads,
+                   freq_options={"force": True, "kernel": kernel})  # fmt: skip
     assert all(d.decision.startswith("freq") for d in model.report.layers)
     with torch.no_grad():
         a = torch.relu(net.stem(x)).double().numpy()
@@ -148,12 +182,15 @@ def test_compiled_pruned_model_equals_reference_with_same_masks():
     assert np.abs(out - net(x).detach().numpy()).max() > 1e-3
 
 
-def test_unpruned_freq_build_equals_dense_build():
+@pytest.mark.parametrize("kernel", ["fused", "staged"])
+def test_unpruned_freq_build_equals_dense_build(kernel):
     net = Chain().eval()
     x = torch.randn(2, 3, 8, 8)  # batch 2
     full = MaskFile((_mask(0, 24, 16, 4, kin=[16] * 16), _mask(1, 8, 24, 4, kin=[16] * 24)),
                     num_pointwise=2)  # fmt: skip
-    freq = _build(net, x, full, freq_options={"force": True})
+    freq = _build(net, x, full, freq_options={"force": True, "kernel": kernel})
+    assert not freq.report.untuned_tasks or kernel == "staged" or all(
+        "freq" not in t for t in freq.report.untuned_tasks)
     dense = _build(net, x, None)
     assert freq.report.layers and all(d.decision.startswith("freq") for d in freq.report.layers)
     ref = dense(x)

@@ -12,8 +12,11 @@ static input shape. Eligible convs are numbered in binding order (the ``ordinal`
 the mask file); a mask is applied to the eligible conv with the same ordinal and
 weight shape. Everything else is left untouched, and so is a masked conv whose
 frequency path would cost at least as many MACs as the dense conv (profitability).
-The bias ``add`` that follows a conv stays a Relax ``add``, which ``FuseOps`` fuses
-into the IDCT kernel as its epilogue.
+With the default ``kernel="fused"``, each rewritten layer becomes one ``call_tir`` of
+``fused_pointwise`` (DCT, band GEMMs and IDCT of a macroblock back to back), and a
+following constant bias ``add`` and ReLU6 ``clip`` are folded into it as its epilogue:
+``FuseOps`` cannot fuse elementwise ops into a multi-stage kernel, so the pass does.
+``kernel="staged"`` emits one DCT, GEMM and IDCT kernel per band group instead.
 """
 
 from __future__ import annotations
@@ -146,6 +149,9 @@ class FrequencyBandPointwise:
         MACs (0 = any saving).
     force : bool
         Rewrite every masked conv, profitable or not (for tests and measurements).
+    kernel : {"fused", "staged"}
+        One fused kernel per layer (with the bias and ReLU6 epilogue folded in), or
+        separate DCT / GEMM / IDCT kernels per band group.
     """
 
     def __init__(
@@ -155,20 +161,31 @@ class FrequencyBandPointwise:
         max_groups: int = 4,
         min_saving: float = 0.0,
         force: bool = False,
+        kernel: str = "fused",
     ):
         if not isinstance(masks, MaskFile):
             raise TypeError(f"masks must be a tvm_freq.masks.MaskFile, got {type(masks).__name__}")
         if not 0.0 <= min_saving < 1.0:
             raise ValueError("min_saving must be in [0, 1)")
+        if kernel not in ("fused", "staged"):
+            raise ValueError(f"kernel must be 'fused' or 'staged', got {kernel!r}")
+        if max_groups < 1:
+            raise ValueError("max_groups must be >= 1")
         self.masks = masks
         self.max_groups = max_groups
         self.min_saving = min_saving
         self.force = force
+        self.kernel = kernel
         self.decisions: list[LayerDecision] = []
-        # Pattern: conv2d with a constant weight; eligibility is checked separately.
+        # Patterns: conv2d with a constant weight (eligibility is checked separately),
+        # optionally followed by a constant bias add and a clip (the fused epilogue).
         self.data = wildcard()
         self.weight = is_const()
         self.pattern = is_op("relax.nn.conv2d")(self.data, self.weight)
+        self.bias = is_const()
+        self.with_bias = is_op("relax.add")(self.pattern, self.bias)
+        self.clip_lo, self.clip_hi = wildcard(), wildcard()
+        self.with_clip = is_op("relax.clip")(self.with_bias, self.clip_lo, self.clip_hi)
 
     def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
         """Apply the rewrite to ``main``.
@@ -191,15 +208,41 @@ class FrequencyBandPointwise:
         convs = eligible_convs(func)
         check_masks(self.masks, convs)
         plans = self._decide(convs)
-        by_call = list(zip(convs, plans, strict=True))
+        # Rewritten calls are rebuilt with new arguments, so layers are found by their
+        # weight constant, which every rewrite keeps.
+        todo = [(call.args[1], plan) for call, plan in zip(convs, plans, strict=True) if plan]
 
-        def rewriter(expr: relax.Expr, matches: dict) -> relax.Expr:
-            for call, plan in by_call:
-                if expr.same_as(call) and plan is not None:
-                    return self._emit(builder, expr, plan)
-            return expr
+        def lookup(conv: relax.Expr) -> tuple[LayerMask, K.BandPlan] | None:
+            for weight, plan in todo:
+                if isinstance(conv, relax.Call) and conv.args[1].same_as(weight):
+                    return plan
+            return None
 
-        builder.update_func(gv, rewrite_call(self.pattern, rewriter, func))
+        def with_epilogue(clip: bool):
+            def rewriter(expr: relax.Expr, matches: dict) -> relax.Expr:
+                item = lookup(matches[self.pattern])
+                bias = _channel_bias(matches[self.bias], matches[self.pattern])
+                bounds = (_const_float(matches[self.clip_lo]), _const_float(matches[self.clip_hi])
+                          ) if clip else None  # fmt: skip
+                if item is None or bias is None or (bounds is not None and None in bounds):
+                    return expr  # unsupported epilogue: leave it to the next, plainer pattern
+                todo.remove(next(t for t in todo if t[1] is item))
+                return self._emit(builder, matches[self.pattern], item, bias, bounds)
+
+            return rewriter
+
+        def plain(expr: relax.Expr, matches: dict) -> relax.Expr:
+            item = lookup(expr)
+            if item is None:
+                return expr
+            todo.remove(next(t for t in todo if t[1] is item))
+            return self._emit(builder, expr, item, None, None)
+
+        if self.kernel == "fused":
+            func = rewrite_call(self.with_clip, with_epilogue(True), func)
+            func = rewrite_call(self.with_bias, with_epilogue(False), func)
+        func = rewrite_call(self.pattern, plain, func)
+        builder.update_func(gv, func)
         return builder.get()
 
     # -- eligibility and decisions ------------------------------------------------------
@@ -219,12 +262,19 @@ class FrequencyBandPointwise:
                 out.append(None)
                 continue
             plan = K.plan_bands(lm.kin, lm.kout, lm.block, self.max_groups)
+            if self.kernel == "fused":
+                plan = K.align_plan(plan, _ALIGN)
             blocks = n * (-(-h // lm.block)) * (-(-w // lm.block))
             dec.block = lm.block
-            # Kernels compute whole groups, so count what they really do, not the ideal bands.
-            dec.dct_macs = blocks * lm.block**2 * sum(g.size * g.cin for g in plan.groups)
+            # Count what the kernels really compute (whole groups, aligned prefixes, one
+            # DCT over the widest prefix when fused), not the ideal bands.
+            qtot = sum(g.size for g in plan.groups)
+            if self.kernel == "fused" and plan.groups:
+                dec.dct_macs = blocks * lm.block**2 * max(g.cin for g in plan.groups) * qtot
+            else:
+                dec.dct_macs = blocks * lm.block**2 * sum(g.size * g.cin for g in plan.groups)
             dec.gemm_macs = blocks * plan.gemm_macs_per_block()
-            dec.idct_macs = n * h * w * cout * sum(g.size for g in plan.groups)
+            dec.idct_macs = n * h * w * cout * qtot
             if not self.force and dec.freq_macs >= dec.dense_macs * (1.0 - self.min_saving):
                 dec.decision = f"dense: unprofitable ({dec.freq_macs / dec.dense_macs:.2f}x MACs)"
                 out.append(None)
@@ -236,7 +286,12 @@ class FrequencyBandPointwise:
     # -- rewrite -------------------------------------------------------------------------
 
     def _emit(
-        self, builder: relax.BlockBuilder, call: relax.Call, item: tuple[LayerMask, K.BandPlan]
+        self,
+        builder: relax.BlockBuilder,
+        call: relax.Call,
+        item: tuple[LayerMask, K.BandPlan],
+        bias: np.ndarray | None,
+        clip: tuple[float, float] | None,
     ) -> relax.Expr:
         lm, plan = item
         data, weight = call.args
@@ -245,8 +300,28 @@ class FrequencyBandPointwise:
         k = plan.k
         wnp = weight.value.numpy()
         dec = self.decisions[lm.ordinal]
+        out_ty = relax.TensorType((n, cout, h, w), "float32")
+        if not plan.groups:  # every coefficient pruned: the conv outputs zeros
+            y: relax.Expr = relax.op.zeros(relax.ShapeExpr([n, cout, h, w]), "float32")
+            if bias is not None:
+                y = relax.op.add(y, relax.const(bias.reshape(1, cout, 1, 1)))
+            if clip is not None:
+                y = relax.op.clip(y, *clip)
+            return y
+        if self.kernel == "fused":
+            groups = [(g.size, g.cin, g.cout) for g in plan.groups]
+            func = K.fused_pointwise(n, cin, cout, h, w, k, groups, bias=bias is not None,
+                                     clip=clip)  # fmt: skip
+            # Opaque: FuseOps must not try to merge other ops into the multi-stage kernel.
+            gv = _add(builder, func.with_attr("op_pattern", 8), "freq_fused")
+            dec.kernels.append(gv.name_hint)
+            epilogue = [e for e, on in (("bias", bias is not None), ("clip", clip)) if on]
+            if epilogue:
+                dec.kernels[-1] += f" (+{'+'.join(epilogue)})"
+            consts = K.fused_constants(plan, wnp, bias)
+            return relax.call_tir(gv, [data, *[relax.const(c) for c in consts]], out_ty)
         p = n * (-(-h // k)) * (-(-w // k))
-        y: relax.Expr | None = None
+        y = None
         for g in plan.groups:
             gv_dct = _add(builder, K.truncated_dct(n, cin, h, w, k, g.size, g.cin), "freq_dct")
             gv_gemm = _add(builder, K.band_gemm(g.size, g.cout, g.cin, p), "freq_gemm")
@@ -264,15 +339,33 @@ class FrequencyBandPointwise:
                 [relax.const(K.group_weight(plan, wnp, g)), xf],
                 relax.TensorType((g.size, g.cout, p), "float32"),
             )
-            yg = relax.call_tir(
-                gv_idct,
-                [yf, relax.const(basis_o), relax.const(slot)],
-                relax.TensorType((n, cout, h, w), "float32"),
-            )
+            yg = relax.call_tir(gv_idct, [yf, relax.const(basis_o), relax.const(slot)], out_ty)
             y = yg if y is None else relax.op.add(y, yg)
-        if y is None:  # every coefficient pruned: the conv outputs zeros
-            y = relax.op.zeros(relax.ShapeExpr([n, cout, h, w]), "float32")
         return y
+
+
+#: Output-channel alignment of fused GEMMs (a multiple of every CPU vector width used).
+_ALIGN = 16
+
+
+def _channel_bias(bias: relax.Expr, conv: relax.Expr) -> np.ndarray | None:
+    """The per-output-channel bias vector of ``conv + bias``, or None if it is not one."""
+    if not isinstance(bias, tvm.ir.expr.Constant):
+        return None
+    value = bias.value.numpy()
+    cout = _static_shape(conv.args[1])[0]
+    if value.dtype != np.float32 or value.size != cout:
+        return None
+    if value.shape not in ((1, cout, 1, 1), (cout, 1, 1)):
+        return None  # broadcast along another axis: not a channel bias
+    return value.reshape(cout)
+
+
+def _const_float(expr: relax.Expr) -> float | None:
+    """The value of a constant scalar (clip bounds are ``IntImm`` / ``FloatImm``), else None."""
+    if isinstance(expr, tvm.tirx.FloatImm | tvm.tirx.IntImm):
+        return float(expr.value)
+    return None
 
 
 def check_masks(masks: MaskFile, convs: list[relax.Call] | tvm.IRModule) -> None:
