@@ -76,3 +76,12 @@ def test_cli_reports_bad_input_cleanly(tmp_path):
                           str(tmp_path / "nope.onnx")], capture_output=True, text=True)  # fmt: skip
     assert out.returncode != 0
     assert "neither a file nor a zoo model" in out.stderr
+
+
+def test_profile_times_every_kernel_and_leaves_the_model_unchanged(compiled):
+    x = np.random.default_rng(1).standard_normal(compiled.input_shapes[0]).astype("float32")
+    before = compiled(x)
+    prof = compiled.profile(x, repeat=2, number=2)
+    assert prof and all(p.median_us > 0 for p in prof)
+    assert not any(p.kernel.startswith("vm.builtin") for p in prof)  # kernels only
+    np.testing.assert_array_equal(compiled(x), before)  # the VM is usable as before

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from .dct import padded_size
 
-__all__ = ["LayerMacs", "pointwise_macs", "band_sizes"]
+__all__ = ["LayerMacs", "pointwise_macs", "band_sizes", "relax_network_macs"]
 
 
 @dataclass(frozen=True)
@@ -105,3 +106,40 @@ def pointwise_macs(
         gemm=blocks * int(np.dot(cin_n, cout_n)),
         idct=blocks * k * k * int(np.sum(kout)),
     )
+
+
+def relax_network_macs(mod: Any) -> int:
+    """Multiply-accumulates of every ``conv2d`` and ``matmul`` in a Relax module's ``main``.
+
+    Parameters
+    ----------
+    mod : tvm.IRModule
+        Imported Relax module with static shapes.
+
+    Returns
+    -------
+    int
+        Total MACs of one run (all batch items).
+    """
+    import tvm
+    from tvm import relax
+
+    conv, matmul = tvm.ir.Op.get("relax.nn.conv2d"), tvm.ir.Op.get("relax.matmul")
+    total = [0]
+
+    def dims(expr: Any) -> list[int]:
+        return [int(d) for d in expr.ty.shape.values]
+
+    @relax.expr_functor.visitor
+    class _Visitor(relax.PyExprVisitor):
+        def visit_call_(self, call: Any) -> None:  # noqa: N802 - TVM visitor API
+            super().visit_call_(call)
+            if call.op == conv:
+                out, w = dims(call), dims(call.args[1])
+                total[0] += int(np.prod(out)) * w[1] * w[2] * w[3]
+            elif call.op == matmul:
+                a = dims(call.args[0])
+                total[0] += int(np.prod(dims(call))) * a[-1]
+
+    _Visitor().visit_expr(mod["main"])
+    return total[0]

@@ -110,6 +110,7 @@ class BuildReport:
     tune_seconds: float = 0.0
     compile_seconds: float = 0.0
     layers: list[Any] = field(default_factory=list)
+    masks: Any = None
 
     def to_json(self) -> dict:
         """Return a JSON-serialisable dict.
@@ -121,6 +122,7 @@ class BuildReport:
         """
         d = dict(self.__dict__)
         d["layers"] = [x.to_json() if hasattr(x, "to_json") else x for x in self.layers]
+        d["masks"] = self.masks.to_dict() if hasattr(self.masks, "to_dict") else None
         return d
 
     def __str__(self) -> str:
@@ -340,6 +342,9 @@ def build(
     tuning: Tuning | int | None = None,
     threads: int = 1,
     freq_options: dict | None = None,
+    calibrate: Any = None,
+    energy: float = 0.99,
+    block: int | str = "auto",
 ) -> CompiledModel:
     """Compile a model for the CPU.
 
@@ -364,7 +369,16 @@ def build(
         Runtime threads (default 1, single-thread as in the paper).
     freq_options : dict, optional
         Options of :class:`tvm_freq.passes.FrequencyBandPointwise` (``max_groups``,
-        ``min_saving``, ``force``).
+        ``min_saving``, ``force``, ``kernel``).
+    calibrate : iterable of arrays, optional
+        Calibration batches for profiling-only masks (instead of ``masks``): per channel,
+        the shortest zigzag prefix holding ``energy`` of the coefficient energy measured on
+        these batches (see :mod:`tvm_freq.calibrate`). The masks are kept in
+        ``report.masks``; save them with :func:`tvm_freq.masks.save_masks`.
+    energy : float
+        Energy fraction kept per channel with ``calibrate``, in ``(0, 1]``.
+    block : int or "auto"
+        Macroblock size with ``calibrate`` (``"auto"``: :func:`tvm_freq.calibrate.auto_block`).
 
     Returns
     -------
@@ -380,6 +394,15 @@ def build(
     )
     report = BuildReport(target=str(tgt), source=imported.source)
     mod = imported.mod
+    if calibrate is not None:
+        if masks is not None:
+            raise ValueError("give either masks or calibrate (profiling-only masks), not both")
+        from .calibrate import calibrate_energies, masks_from_energies
+
+        if not 0.0 < energy <= 1.0:  # before the calibration run, not after it
+            raise ValueError(f"energy must be in (0, 1], got {energy}")
+        masks = masks_from_energies(calibrate_energies(mod, calibrate, block=block), energy)
+        report.masks = masks
     if masks is not None:
         from .passes.frequency_band_pointwise import apply_masks_to_module
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import statistics
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ import tvm
 import tvm_ffi
 from tvm import relax
 
-__all__ = ["CompiledModel", "BenchmarkResult", "load", "set_num_threads"]
+__all__ = ["CompiledModel", "BenchmarkResult", "KernelTime", "load", "set_num_threads"]
 
 _META_SUFFIX = ".tvm_freq.json"
 _META_VERSION = 1
@@ -51,6 +52,14 @@ class BenchmarkResult:
             f"median {self.median_ms:.3f} ms (min {self.min_ms:.3f}, max {self.max_ms:.3f}; "
             f"{self.repeat}x{self.number} runs)"
         )
+
+
+@dataclass(frozen=True)
+class KernelTime:
+    """Median time of one kernel call (see :meth:`CompiledModel.profile`)."""
+
+    kernel: str
+    median_us: float
 
 
 @dataclass
@@ -148,6 +157,64 @@ class CompiledModel:
         return BenchmarkResult(
             statistics.median(ms), min(ms), max(ms), statistics.fmean(ms), repeat, number
         )
+
+    def profile(
+        self, *inputs: Any, repeat: int = 7, number: int = 20
+    ) -> list[KernelTime]:
+        """Time every kernel call of one run on its own: where the time goes.
+
+        The run is recorded once (kernel, arguments); each call is then replayed
+        ``number`` times per measurement, on copies of its arguments, and the median of
+        ``repeat`` measurements is reported. Kernel times add up to a little less than
+        :meth:`benchmark`'s, which also counts the VM's own work.
+
+        Parameters
+        ----------
+        *inputs : numpy.ndarray or torch.Tensor, optional
+            Inputs; deterministic random ones when omitted.
+        repeat : int
+            Measurements per call.
+        number : int
+            Calls per measurement.
+
+        Returns
+        -------
+        list of KernelTime
+            One entry per kernel call, in execution order.
+        """
+        if not inputs:
+            rng = np.random.default_rng(0)
+            inputs = tuple(
+                rng.standard_normal(s).astype(d)
+                for s, d in zip(self.input_shapes, self.input_dtypes, strict=True)
+            )
+        args = self._convert(inputs)
+        calls: list[tuple[str, Any, list[Any]]] = []
+
+        def record(func: Any, symbol: str, before: bool, _ret: Any, *call_args: Any) -> int:
+            if before and not symbol.startswith("vm.builtin"):
+                copies = [tvm.runtime.tensor(a.numpy()) if isinstance(a, tvm.runtime.Tensor)
+                          else a for a in call_args]  # fmt: skip
+                calls.append((symbol, func, copies))
+            return 0  # VMInstrumentReturnKind.NoOp
+
+        self._vm.set_instrument(record)
+        try:
+            self._vm["main"](*args)
+        finally:
+            self._vm.set_instrument(None)  # no callback overhead in later runs
+        out = []
+        for symbol, func, call_args in calls:
+            for _ in range(3):
+                func(*call_args)
+            samples = []
+            for _ in range(repeat):
+                start = time.perf_counter()
+                for _ in range(number):
+                    func(*call_args)
+                samples.append((time.perf_counter() - start) / number * 1e6)
+            out.append(KernelTime(symbol, statistics.median(samples)))
+        return out
 
     def export_library(self, path: str | os.PathLike) -> Path:
         """Write the compiled model to a shared library plus a small JSON sidecar.

@@ -195,3 +195,44 @@ def test_unpruned_freq_build_equals_dense_build(kernel):
     assert freq.report.layers and all(d.decision.startswith("freq") for d in freq.report.layers)
     ref = dense(x)
     assert np.abs(freq(x) - ref).max() / np.abs(ref).max() < 1e-5
+
+
+def _random_masks(model, rng, block=4):
+    """A mask for every eligible 1x1 conv of ``model``, in forward (= ordinal) order."""
+    convs = [(name, m) for name, m in model.named_modules()
+             if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (1, 1)
+             and m.stride == (1, 1) and m.groups == 1]  # fmt: skip
+    layers = []
+    for i, (name, m) in enumerate(convs):
+        cout, cin = m.weight.shape[:2]
+        kin = rng.integers(1, block * block + 1, cin).tolist()
+        kout = rng.integers(1, block * block + 1, cout).tolist()
+        layers.append(LayerMask(name, i, (cout, cin, 1, 1), block, tuple(kin), tuple(kout)))
+    return MaskFile(tuple(layers), num_pointwise=len(convs), model_name="mobilenetv2-cifar")
+
+
+@pytest.mark.parametrize("source", ["torch", "onnx"])
+def test_pruned_mobilenetv2_equals_pytorch_with_same_hard_masks(source, tmp_path):
+    """End to end: every pointwise conv pruned, bias/ReLU6/residual epilogues included."""
+    import copy
+
+    from tvm_freq.masks import apply_masks
+    from tvm_freq.models import export_onnx, get_model
+
+    net = get_model("mobilenetv2-cifar", width_mult=0.5).eval()
+    masks = _random_masks(net, np.random.default_rng(0))
+    x = torch.randn(1, 3, 32, 32)
+    masked = apply_masks(copy.deepcopy(net), masks, example_input=x).eval()
+    with torch.no_grad():
+        ref = masked(x).numpy()
+        dense = net(x).numpy()
+    model = net if source == "torch" else export_onnx(net, tmp_path / "m.onnx", (1, 3, 32, 32))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UntunedWarning)
+        built = tvm_freq.build(model, example_inputs=x if source == "torch" else None,
+                               masks=masks, tuning=Tuning(use_shipped=False),
+                               freq_options={"force": True})  # fmt: skip
+    assert sum(d.decision.startswith("freq") for d in built.report.layers) == len(masks.layers)
+    out = built(x.numpy())
+    assert np.abs(out - ref).max() / np.abs(ref).max() < 1e-4
+    assert np.abs(out - dense).max() / np.abs(dense).max() > 1e-3  # masks really prune

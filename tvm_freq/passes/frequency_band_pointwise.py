@@ -35,7 +35,7 @@ from ..masks import LayerMask, MaskFile, MaskMismatchError
 
 __all__ = [
     "FrequencyBandPointwise", "LayerDecision", "check_masks", "eligible_convs",
-    "format_layer_table", "apply_masks_to_module",
+    "format_layer_table", "apply_masks_to_module", "plan_layers",
 ]  # fmt: skip
 
 
@@ -437,6 +437,32 @@ def format_layer_table(layers: list[Any]) -> str:
             f"{freq_total / dense_total:.2f} | |"
         )
     return "\n".join(rows)
+
+
+def plan_layers(mod: tvm.IRModule, masks: MaskFile, **options: Any) -> list[LayerDecision]:
+    """What :class:`FrequencyBandPointwise` would do with each layer, without rewriting.
+
+    Cheap (no kernels are generated), so mask sweeps can call it many times.
+
+    Parameters
+    ----------
+    mod : tvm.IRModule
+        Imported Relax module.
+    masks : MaskFile
+        The masks.
+    **options : Any
+        Options of :class:`FrequencyBandPointwise`.
+
+    Returns
+    -------
+    list of LayerDecision
+        One per eligible conv, with MACs and the decision.
+    """
+    convs = eligible_convs(mod["main"])
+    check_masks(masks, convs)
+    rewrite = FrequencyBandPointwise(masks, **options)
+    rewrite._decide(convs)
+    return rewrite.decisions
 
 
 def apply_masks_to_module(
