@@ -74,7 +74,8 @@ def test_energies_equal_pytorch_activations_on_real_images():
         conv = getattr(net, name)
         ins = np.concatenate([a for a, _ in seen[name]])
         # The probe sees the conv before its bias add, as the kernel's output masks do.
-        outs = np.concatenate([b for _, b in seen[name]]) - conv.bias.detach().double().numpy()[:, None, None]
+        bias = conv.bias.detach().double().numpy()[:, None, None]
+        outs = np.concatenate([b for _, b in seen[name]]) - bias
         ref_in = (block_dct_np(ins, 4) ** 2).sum(axis=(0, 2, 3))
         ref_out = (block_dct_np(outs, 4) ** 2).sum(axis=(0, 2, 3))
         np.testing.assert_allclose(e.in_energy, ref_in, rtol=1e-4, atol=1e-6 * ref_in.max())

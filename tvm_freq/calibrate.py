@@ -135,7 +135,8 @@ def calibrate_energies(
             for arr in (outs[2 * i].numpy(), outs[2 * i + 1].numpy()):
                 c = block_dct_np(arr.astype(np.float64), ks[i])  # [N, C, BH, BW, k*k]
                 pair.append((c**2).sum(axis=(0, 2, 3)))
-            sums[i] = pair if sums[i] is None else [a + b for a, b in zip(sums[i], pair, strict=True)]
+            old = sums[i]
+            sums[i] = pair if old is None else [a + b for a, b in zip(old, pair, strict=True)]
         seen += 1
     if seen == 0:
         raise ValueError("calibration needs at least one batch")
