@@ -236,3 +236,22 @@ def test_pruned_mobilenetv2_equals_pytorch_with_same_hard_masks(source, tmp_path
     out = built(x.numpy())
     assert np.abs(out - ref).max() / np.abs(ref).max() < 1e-4
     assert np.abs(out - dense).max() / np.abs(dense).max() > 1e-3  # masks really prune
+
+
+def test_frequency_kernels_default_schedule_then_metaschedule_records(tmp_path):
+    """Untuned: the default schedule (no warning). Tuned: MetaSchedule samples its knobs."""
+    net = torch.nn.Sequential(torch.nn.Conv2d(16, 32, 1)).eval()
+    x = torch.randn(1, 16, 7, 7)
+    masks = MaskFile((_mask(0, 32, 16, 7, kin=[10] * 16, kout=[12] * 32),), num_pointwise=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UntunedWarning)  # frequency kernels are not "untuned"
+        untuned = tvm_freq.build(net, example_inputs=x, masks=masks,
+                                 tuning=Tuning(records=tmp_path, use_shipped=False))  # fmt: skip
+    assert len(untuned.report.default_scheduled) == 1 and not untuned.report.untuned_tasks
+    tuned = tvm_freq.build(net, example_inputs=x, masks=masks, tuning=Tuning(
+        trials=4, records=tmp_path, use_shipped=False, progress=False))  # fmt: skip
+    assert tuned.report.trials_run >= 1 and not tuned.report.default_scheduled
+    ref = K.freq_pointwise_ref(x.numpy(), net[0].weight.detach().numpy(),
+                               net[0].bias.detach().numpy(), K.plan_bands([10] * 16, [12] * 32, 7))  # fmt: skip
+    for model in (untuned, tuned):
+        assert np.abs(model(x) - ref).max() / np.abs(ref).max() < 1e-4
