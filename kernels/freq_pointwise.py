@@ -398,19 +398,31 @@ def fused_pointwise(
     groups: Sequence[tuple[int, int, int]],
     bias: bool = True,
     clip: tuple[float, float] | None = None,
+    coef_align: int = 8,
+    pix_align: int = 16,
     dtype: str = "float32",
 ) -> tirx.PrimFunc:
     """The whole layer in one kernel: truncated DCT -> grouped band GEMMs -> IDCT (+ epilogue).
 
-    Stages, for ``P`` blocks and ``Q = sum(size_g)`` live coefficients:
+    Stages, for ``P`` blocks, ``Q = sum(size_g)`` live coefficients and the zigzag DCT
+    basis ``D`` (one small matrix shared by every channel):
 
-    * ``dct[c, p, q] = sum_r basis_in[c, r, q] * X[b, perm[c], pixel(p, r)]`` for the
-      ``cin_max`` sorted input channels of the widest group (masks folded into the basis);
-    * ``gemm_g[p, q, o] = sum_c dct[c, p, off_g + q] * W_g[c, o]`` over the group's prefixes;
-    * ``Y[b, o, y, x] = bias[o] + sum_q basis_out[o, q, ij] * gemm_{g(q)}[p, q', slot[g, o]]``.
+    * ``dct_raw[c, p, q] = sum_r D[q, r] * X[b, perm[c], pixel(p, r)]`` for the ``cin_max``
+      sorted input channels of the widest group;
+    * ``dct[c, p, q] = dct_raw[c, p, q]`` where ``q < kin[c]``, else 0 (the input masks);
+    * ``gemm_g[p, q, s] = sum_c dct[c, p, off_g + q] * W_g[c, s]`` over the group's prefixes
+      (``s``: output channels in sorted order);
+    * ``freq_out[p, s, q] = gemm_{g(q)}[p, q', s]`` where ``s < Cout_g`` and ``q < kout[s]``,
+      else 0 (the output masks);
+    * ``idct[p, s, ij] = sum_q freq_out[p, s, q] * D[q, ij]``;
+    * ``Y[b, o, y, x] = idct[p, rank[o], ij] (+ bias[o]) (clamped)``: back to the original
+      channel order, one whole channel plane at a time.
 
-    The coefficient axis is innermost in the intermediates, so a schedule can vectorise
-    the DCT over coefficients and the GEMMs over output channels, and keep one block's
+    Masks are applied from the kept counts (``kin``, ``kout``), not folded into per-channel
+    bases: the constants stay a few KB, so a block's work streams only its weights, and
+    the inner loops are plain FMAs with no conditions. The coefficient axis is innermost
+    in the DCT and GEMM outputs, so a schedule can vectorise the DCT over coefficients,
+    the GEMMs over output channels and the IDCT over a block, and keep one block's
     intermediates in cache (see ``tvm_freq.schedules.freq_pointwise``).
 
     Parameters
@@ -425,29 +437,41 @@ def fused_pointwise(
         Take a ``bias[cout]`` argument and add it.
     clip : (float, float), optional
         Clamp the output to ``[lo, hi]`` (ReLU6 is ``(0, 6)``), after the bias.
+    coef_align : int
+        The DCT output holds ``Q`` rounded up to a multiple of this (zero basis columns),
+        so that a schedule can compute whole machine vectors; GEMMs read only ``Q``.
+    pix_align : int
+        Likewise, the IDCT output holds ``k*k`` pixels rounded up to a multiple of this
+        (zero basis columns); the epilogue reads only the real pixels.
     dtype : str
         Data type.
 
     Returns
     -------
     tvm.tirx.PrimFunc
-        ``(X, perm, basis_in, W_0..W_{G-1}, basis_out, slot[, bias]) -> Y[n, cout, h, w]``,
+        ``(X, perm, kin, dct_basis, W_0..W_{G-1}, idct_basis, kout, rank[, bias]) -> Y``,
         unscheduled, with attribute ``tvm_freq.kernel = "fused_pointwise"``. The
-        epilogue (bias, clip) is the block ``epilogue``; Relax cannot fuse elementwise
-        ops into a multi-stage kernel, so it is part of the kernel.
+        un-sorting, bias and clip are the block ``epilogue``; Relax cannot fuse
+        elementwise ops into a multi-stage kernel, so they are part of the kernel.
     """
     if not groups:
         raise ValueError("fused_pointwise needs at least one band group")
+    if coef_align < 1 or pix_align < 1:
+        raise ValueError("coef_align and pix_align must be >= 1")
     sizes = [int(s) for s, _, _ in groups]
     bh, bw, p = _blocks(n, h, w, k)
     cin_max = max(int(c) for _, c, _ in groups)
     qtot = sum(sizes)
+    qpad = -(-qtot // coef_align) * coef_align
     offs = np.cumsum([0, *sizes]).tolist()
     x = te.placeholder((n, cin, h, w), dtype, name="X")
     perm = te.placeholder((cin_max,), "int32", name="perm")
-    b_in = te.placeholder((cin_max, k * k, qtot), dtype, name="basis_in")
-    b_out = te.placeholder((cout, qtot, k * k), dtype, name="basis_out")
-    slot = te.placeholder((len(groups), cout), "int32", name="slot")
+    kin = te.placeholder((cin_max,), "int32", name="kin")
+    d_in = te.placeholder((k * k, qpad), dtype, name="dct_basis")
+    kkp = -(-(k * k) // pix_align) * pix_align
+    d_out = te.placeholder((qtot, kkp), dtype, name="idct_basis")
+    kout_s = te.placeholder((cout,), "int32", name="kout")  # sorted order
+    rank = te.placeholder((cout,), "int32", name="rank")
     pad = padded_size(h, k) != h or padded_size(w, k) != w
     r = te.reduce_axis((0, k * k), name="r")
 
@@ -455,16 +479,21 @@ def fused_pointwise(
         b, rest = blk // (bh * bw), blk % (bh * bw)
         hh = (rest // bw) * k + r // k
         ww = (rest % bw) * k + r % k
+        ch = _clamp(perm[c], cin)  # memory-safe for any table (tuning runs random data)
         if pad:
             inside = tirx.all(hh < h, ww < w)
             val = te.if_then_else(
-                inside, x[b, perm[c], tirx.min(hh, h - 1), tirx.min(ww, w - 1)], 0.0
+                inside, x[b, ch, tirx.min(hh, h - 1), tirx.min(ww, w - 1)], 0.0
             )
         else:
-            val = x[b, perm[c], hh, ww]
-        return te.sum(val * b_in[c, r, q], axis=r)
+            val = x[b, ch, hh, ww]
+        return te.sum(val * d_in[r, q], axis=r)
 
-    xf = te.compute((cin_max, p, qtot), dct_body, name="dct")
+    raw = te.compute((cin_max, p, qpad), dct_body, name="dct_raw")
+    zero = tirx.const(0.0, dtype)
+    xf = te.compute((cin_max, p, qpad),
+                    lambda c, blk, q: tirx.Select(q < kin[c], raw[c, blk, q], zero),
+                    name="dct")  # fmt: skip
 
     def gemm_body(wt: te.Tensor, rc: tirx.IterVar, off: int):
         return lambda blk, q, o: te.sum(xf[rc, blk, q + off] * wt[rc, o], axis=rc)
@@ -477,43 +506,54 @@ def fused_pointwise(
         weights.append(wt)
     rq = te.reduce_axis((0, qtot), name="q")
 
-    def idct_body(b, o, yy, xx):
-        blk = (b * bh + yy // k) * bw + xx // k
-        ij = (yy % k) * k + xx % k
+    def gather(blk, o_s, q):
+        # Output channel o_s (sorted) of coefficient q: its group's GEMM row, or 0 when
+        # the channel is outside the group's prefix or does not keep q.
         val = None
-        # Coefficient q lives in the group whose range holds it; once the schedule unrolls
-        # q, every condition is a constant and folds away.
         for i in reversed(range(len(groups))):
-            q_local = tirx.max(tirx.min(rq - offs[i], sizes[i] - 1), 0)
-            term = yfs[i][blk, q_local, slot[i, o]]
-            val = term if val is None else te.if_then_else(rq < offs[i + 1], term, val)
-        return te.sum(b_out[o, rq, ij] * val, axis=rq)
+            cout_g = int(groups[i][2])
+            q_local = tirx.max(tirx.min(q - offs[i], sizes[i] - 1), 0)
+            term = te.if_then_else(o_s < cout_g, yfs[i][blk, q_local, tirx.min(o_s, cout_g - 1)],
+                                   zero)  # fmt: skip
+            val = term if val is None else te.if_then_else(q < offs[i + 1], term, val)
+        return te.if_then_else(q < kout_s[o_s], val, zero)
 
-    y = te.compute((n, cout, h, w), idct_body, name="idct")
-    args = [x, perm, b_in, *weights, b_out, slot]
-    if bias or clip is not None:
-        bvec = te.placeholder((cout,), dtype, name="bias") if bias else None
-        idct_out = y
+    yf = te.compute((p, cout, qtot), gather, name="freq_out")
+    pix = te.compute(
+        (p, cout, kkp), lambda blk, o_s, ij: te.sum(yf[blk, o_s, rq] * d_out[rq, ij], axis=rq),
+        name="idct",
+    )
 
-        def epilogue(b, o, yy, xx):
-            v = idct_out[b, o, yy, xx]
-            if bvec is not None:
-                v = v + bvec[o]
-            if clip is not None:
-                v = tirx.max(tirx.min(v, tirx.const(clip[1], dtype)), tirx.const(clip[0], dtype))
-            return v
-
-        y = te.compute((n, cout, h, w), epilogue, name="epilogue")
+    def epilogue(b, o, yy, xx):
+        v = pix[(b * bh + yy // k) * bw + xx // k, _clamp(rank[o], cout), (yy % k) * k + xx % k]
         if bvec is not None:
-            args.append(bvec)
+            v = v + bvec[o]
+        if clip is not None:
+            v = tirx.max(tirx.min(v, tirx.const(clip[1], dtype)), tirx.const(clip[0], dtype))
+        return v
+
+    bvec = te.placeholder((cout,), dtype, name="bias") if bias else None
+    y = te.compute((n, cout, h, w), epilogue, name="epilogue")
+    args = [x, perm, kin, d_in, *weights, d_out, kout_s, rank]
+    if bvec is not None:
+        args.append(bvec)
     func = te.create_prim_func([*args, y])
     return func.with_attr("global_symbol", "freq_fused").with_attr(
         "tvm_freq.kernel", FUSED_KERNEL
     ).with_attr("tvm_freq.k", k)
 
 
+def _clamp(index: tirx.PrimExpr, extent: int) -> tirx.PrimExpr:
+    """An index read from a table, clamped into ``[0, extent)``: one scalar op per channel."""
+    return tirx.max(tirx.min(index, extent - 1), 0)
+
+
 def fused_constants(
-    plan: BandPlan, weight: np.ndarray, bias: np.ndarray | None = None
+    plan: BandPlan,
+    weight: np.ndarray,
+    bias: np.ndarray | None = None,
+    coef_align: int = 8,
+    pix_align: int = 16,
 ) -> list[np.ndarray]:
     """The constant arguments of :func:`fused_pointwise` for a plan, in argument order.
 
@@ -525,26 +565,30 @@ def fused_constants(
         ``[Cout, Cin(, 1, 1)]`` conv weight.
     bias : numpy.ndarray, optional
         ``[Cout]``; appended when given.
+    coef_align, pix_align : int
+        As in :func:`fused_pointwise` (the bases get zero columns up to them).
 
     Returns
     -------
     list of numpy.ndarray
-        ``perm, basis_in, W_0..W_{G-1}, basis_out, slot[, bias]``.
+        ``perm, kin, dct_basis, W_0..W_{G-1}, idct_basis, kout (sorted), rank[, bias]``.
     """
     cin_max = max(g.cin for g in plan.groups)
-    b_in, b_out, slots = [], [], []
-    for g in plan.groups:
-        wide = BandGroup(g.n0, g.n1, cin_max, g.cout)  # one DCT for every group's channels
-        b_in.append(dct_group_basis(plan, wide))  # [size, cin_max, kk]
-        bo, slot = idct_group_basis(plan, g)
-        b_out.append(bo)
-        slots.append(slot)
+    qtot = sum(g.size for g in plan.groups)
+    qpad = -(-qtot // coef_align) * coef_align
+    d = dct_basis(plan.k, "float32")[:qtot]  # [Q, k*k], zigzag rows
+    kk = plan.k * plan.k
+    kkp = -(-kk // pix_align) * pix_align
+    rank = np.empty(len(plan.kout), dtype="int32")
+    rank[list(plan.perm_out)] = np.arange(len(plan.kout))
     out = [
         np.asarray(plan.perm_in[:cin_max], dtype="int32"),
-        np.ascontiguousarray(np.concatenate(b_in).transpose(1, 2, 0), dtype="float32"),
+        np.asarray(plan.kin_sorted[:cin_max], dtype="int32"),
+        np.ascontiguousarray(np.pad(d.T, ((0, 0), (0, qpad - qtot))), dtype="float32"),
         *[np.ascontiguousarray(group_weight(plan, weight, g).T) for g in plan.groups],
-        np.ascontiguousarray(np.concatenate(b_out).transpose(1, 0, 2), dtype="float32"),
-        np.stack(slots).astype("int32"),
+        np.ascontiguousarray(np.pad(d, ((0, 0), (0, kkp - kk))), dtype="float32"),
+        np.asarray(plan.kout_sorted, dtype="int32"),
+        rank,
     ]
     if bias is not None:
         out.append(np.asarray(bias, dtype="float32").reshape(-1))
@@ -553,14 +597,10 @@ def fused_constants(
 
 def fused_pointwise_ref(
     x: np.ndarray,
-    perm: np.ndarray,
-    basis_in: np.ndarray,
-    weights: Sequence[np.ndarray],
-    basis_out: np.ndarray,
-    slot: np.ndarray,
-    bias: np.ndarray | None,
+    consts: Sequence[np.ndarray],
     sizes: Sequence[int],
     k: int,
+    clip: tuple[float, float] | None = None,
 ) -> np.ndarray:
     """NumPy reference of :func:`fused_pointwise`, from its own constant arguments.
 
@@ -568,31 +608,47 @@ def fused_pointwise_ref(
     ----------
     x : numpy.ndarray
         ``[N, Cin, H, W]`` input.
-    perm, basis_in, weights, basis_out, slot, bias : numpy.ndarray
-        As returned by :func:`fused_constants` (``weights`` are the ``W_g``).
+    consts : sequence of numpy.ndarray
+        As returned by :func:`fused_constants` (with or without the trailing bias).
     sizes : sequence of int
         Coefficients per group.
     k : int
         Macroblock size.
+    clip : (float, float), optional
+        Output clamp.
 
     Returns
     -------
     numpy.ndarray
         ``[N, Cout, H, W]``.
     """
+    g = len(sizes)
+    perm, kin, d_in = consts[:3]
+    weights = consts[3 : 3 + g]
+    d_out, kout_s, rank = consts[3 + g : 6 + g]
+    bias = consts[6 + g] if len(consts) > 6 + g else None
     n, _, h, w = x.shape
-    xf = truncated_dct_ref(x, basis_in.transpose(2, 0, 1), perm, k)  # [Q, cin_max, P]
-    y = np.zeros((n, basis_out.shape[0], h, w))
+    qtot = sum(sizes)
+    xf = truncated_dct_ref(x, np.broadcast_to(d_in.T[:, None, :], (d_in.shape[1], len(perm),
+                                                                   k * k)), perm, k)  # fmt: skip
+    xf = xf * (np.arange(xf.shape[0])[:, None] < kin[None, :])[:, :, None]  # [Qpad, cin, P]
+    cout = len(kout_s)
+    yf = np.zeros((qtot, cout, xf.shape[2]))  # [Q, sorted Cout, P]
     off = 0
     for i, wg in enumerate(weights):
         size = int(sizes[i])
-        yf = band_gemm_ref(wg.T, xf[off : off + size, : wg.shape[0]])  # [size, cout_g, P]
-        y += truncated_idct_ref(
-            yf, basis_out[:, off : off + size].transpose(1, 0, 2), slot[i], k, n, h, w
-        )
+        xg = xf[off : off + size, : wg.shape[0]]
+        yf[off : off + size, : wg.shape[1]] = band_gemm_ref(wg.T, xg)
         off += size
+    yf *= (np.arange(qtot)[:, None] < kout_s[None, :])[:, :, None]
+    hp, wp = padded_size(h, k), padded_size(w, k)
+    pix = np.einsum("qsp,qr->spr", yf, d_out[:, : k * k])[rank]  # [Cout (original), P, k*k]
+    y = pix.reshape(cout, n, hp // k, wp // k, k, k).transpose(1, 0, 2, 4, 3, 5)
+    y = y.reshape(n, cout, hp, wp)[:, :, :h, :w]
     if bias is not None:
-        y += np.asarray(bias).reshape(1, -1, 1, 1)
+        y = y + np.asarray(bias).reshape(1, -1, 1, 1)
+    if clip is not None:
+        y = np.clip(y, *clip)
     return y
 
 

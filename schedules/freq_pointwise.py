@@ -48,6 +48,12 @@ class FusedKnobs:
         the group's rows up to this is used.
     col_vectors : int
         Most output-channel vectors per micro-kernel.
+    dct_channels, idct_channels : int
+        Channels per DCT / IDCT micro-kernel (the largest divisor up to this is used).
+    tile : {"auto", "block", "row", "image"}
+        Unit of work: one macroblock, one row of macroblocks, or a whole image. Bigger
+        tiles read each weight matrix fewer times but keep more in cache; ``auto`` takes
+        the biggest whose intermediates fit in :data:`TILE_BYTES`.
     parallel : bool
         Spread macroblocks over threads.
     """
@@ -55,11 +61,22 @@ class FusedKnobs:
     lanes: int = 16
     rows: int = 6
     col_vectors: int = 2
+    dct_channels: int = 4
+    idct_channels: int = 4
+    tile: str = "auto"
     parallel: bool = False
 
     def __post_init__(self) -> None:
-        if self.lanes < 1 or self.rows < 1 or self.col_vectors < 1:
+        if self.tile not in ("auto", "block", "row", "image"):
+            raise ValueError(f"tile must be auto, block, row or image, got {self.tile!r}")
+        sizes = (self.lanes, self.rows, self.col_vectors, self.dct_channels, self.idct_channels)
+        if min(sizes) < 1:
             raise ValueError(f"tile sizes must be >= 1, got {self}")
+
+
+#: Cache budget for one tile's intermediates (DCT coefficients and IDCT blocks) with
+#: ``tile="auto"``: half of a 1 MiB L2, leaving room for the weights.
+TILE_BYTES = 512 * 1024
 
 
 def is_fused_pointwise(func: tvm.tirx.PrimFunc) -> bool:
@@ -117,15 +134,32 @@ def _block_buffer(sch: s_tir.Schedule, name: str) -> tirx.Var:
     return sch.get(sch.get_sblock(name)).writes[0].source
 
 
+def _param(func: tvm.tirx.PrimFunc, name: str) -> tirx.Var:
+    """The kernel parameter (a buffer) called ``name``."""
+    return next(p for p in func.params if p.name == name)
+
+
+def _annotate_read(sch: s_tir.Schedule, block: s_tir.SBlockRV, index: int, fn: object) -> None:
+    """``Schedule.annotate_buffer_access`` for a read region of a buffer whose rank differs
+    from the block's iteration count (the Python wrapper of 0.27 insists they match)."""
+    from tvm.s_tir.schedule import _ffi_api
+    from tvm.tirx import IndexMap
+
+    iter_vars = [iv.var for iv in sch.get(block).iter_vars]
+    index_map = IndexMap(initial_indices=iter_vars, final_indices=fn(*iter_vars),
+                         inverse_index_map=None)  # fmt: skip
+    _ffi_api.ScheduleAnnotateBufferAccess(sch, block, index, 0, index_map)
+
+
 def _roles(
-    sch: s_tir.Schedule, block: s_tir.SBlockRV, extents: list[int]
+    sch: s_tir.Schedule, block: s_tir.SBlockRV, extents: list[int], outer: int
 ) -> list[s_tir.LoopRV | None]:
     """Map a block's loops below the tile loops to its iteration axes.
 
     ``compute_at`` drops unit loops, so an axis whose extent (in the tile) is 1 has no
     loop; ``None`` stands in for it.
     """
-    loops = sch.get_loops(block)[3:]  # below the b, bh, bw tile loops
+    loops = sch.get_loops(block)[outer:]  # below the tile loops
     present = [e for e in extents if e != 1]
     if [_extent(sch, lp) for lp in loops] != present:
         raise s_tir.ScheduleError(f"unexpected loop nest {loops} for extents {extents}")
@@ -164,72 +198,123 @@ def schedule_fused_pointwise(
     exact = h % k == 0 and w % k == 0
     one_block_wide = -(-w // k) == 1
 
-    idct = sch.get_sblock("idct")
-    try:
-        epilogue = sch.get_sblock("epilogue")
-    except s_tir.ScheduleError:  # built without bias or clip: stage the output ourselves
-        epilogue = sch.cache_write(idct, 0, "global")
-    b, o, yy, xx, q = sch.get_loops(idct)
+    cout = int(func.params[-1].shape[1])
+    qtot = int(_param(func, "idct_basis").shape[0])
+    qpad = int(_param(func, "dct_basis").shape[1])
+    # The epilogue drives the loop nest: one macroblock (all channels) per iteration.
+    epilogue = sch.get_sblock("epilogue")
+    b, o, yy, xx = sch.get_loops(epilogue)
     bh, i = sch.split(yy, [None, k])
     bw, j = sch.split(xx, [None, k])
-    # The IDCT of one block writes a k*k tile that is contiguous once compacted, so it is
-    # vectorised over the whole block; the epilogue then writes the tile's k rows into
-    # the image (or, one block wide, the block is already contiguous image rows).
-    sch.reorder(b, bh, bw, o, q, i, j)
-    inner = sch.fuse(i, j)
+    sch.reorder(b, bh, bw, o, i, j)
+    if exact:  # a block's rows are contiguous image rows; one block wide, the whole block
+        sch.vectorize(sch.fuse(i, j) if one_block_wide else j)
+    cin_max = int(_param(func, "perm").shape[0])
+    kkp = int(_param(func, "idct_basis").shape[1])
+    nbh, nbw = -(-h // k), -(-w // k)
+    tile = knobs.tile
+    if tile == "auto":
+        per_block = 4 * (cin_max * qpad + cout * kkp + cin_max * k * k)
+        tile = ("image" if nbh * nbw * per_block <= TILE_BYTES
+                else "row" if nbw * per_block <= TILE_BYTES else "block")  # fmt: skip
+        if knobs.parallel and tile == "image" and int(func.params[0].shape[0]) == 1:
+            tile = "row"  # one image: rows are the parallel work
+    at, outer, pt = {"block": (bw, 3, 1), "row": (bh, 2, nbw), "image": (b, 1, nbh * nbw)}[tile]
+    # Producers run per block, consumers first. The IDCT computes its padded pixel
+    # vectors in full (the epilogue reads only the real pixels: declare it reads all).
+    reads = [r.source.name for r in sch.get(epilogue).reads]
+
+    def block_of(vb, vo, vy, vx):
+        blk = (vb * nbh + vy // k) * nbw + vx // k
+        return [blk, blk + 1, 0, cout, 0, kkp]
+
+    _annotate_read(sch, epilogue, reads.index("idct"), block_of)
+    idct = sch.get_sblock("idct")
+    sch.compute_at(idct, at)
+    sch.compute_at(sch.get_sblock("freq_out"), at)
     for g in range(num_groups):
-        sch.compute_at(sch.get_sblock(f"gemm{g}"), bw)
-    sch.compute_at(sch.get_sblock("dct"), bw)
-    if exact:
-        sch.vectorize(inner)
-    sch.unroll(q)
-    sch.reverse_compute_at(epilogue, o)
-    loops = sch.get_loops(epilogue)
-    if exact:
-        sch.vectorize(sch.fuse(*loops[-2:]) if one_block_wide else loops[-1])
-    to_decompose = [(idct, q)]
+        sch.compute_at(sch.get_sblock(f"gemm{g}"), at)
+    # Let the DCT compute its padded coefficient vectors in full: the GEMMs read only the
+    # live coefficients, so declare that the first one reads them all.
+    gemm0 = sch.get_sblock("gemm0")
+    reads = [r.source.name for r in sch.get(gemm0).reads]
+    _annotate_read(sch, gemm0, reads.index("dct"),
+                   lambda vb, vq, vo, vc: [vc, vc + 1, vb, vb + 1, 0, qpad])  # fmt: skip
+    sch.compute_at(sch.get_sblock("dct"), at)
+    sch.compute_at(sch.get_sblock("dct_raw"), at)
+
+    # IDCT micro-kernel: a few (sorted) output channels at a time, each accumulating its
+    # k*k block, vectorised whole, over a rolled coefficient loop. Unrolling the
+    # coefficients would make the shared basis loop-invariant over the channels, and
+    # LLVM would hoist all of it into (spilled) registers.
+    p_, s_, ij, q = _roles(sch, idct, [pt, cout, kkp, qtot], outer)
+    to_decompose = []
+    if s_ is not None and ij is not None and q is not None:
+        s0, s1 = sch.split(s_, [None, _largest_divisor(cout, knobs.idct_channels)])
+        sch.reorder(*[x for x in (p_, s0) if x is not None], q, s1, ij)
+        sch.unroll(s1)
+        sch.vectorize(ij)
+        to_decompose.append((idct, q))
+    # Output masks and un-grouping: coefficients unrolled (the group of each is then a
+    # constant), channels vectorised.
+    p_, s_, q = _roles(sch, sch.get_sblock("freq_out"), [pt, cout, qtot], outer)
+    if s_ is not None and q is not None:
+        sch.reorder(q, s_)
+        lanes = _largest_divisor(cout, knobs.lanes)
+        _, sv = sch.split(s_, [None, lanes])
+        sch.vectorize(sv)
+        sch.unroll(q)
 
     for g in range(num_groups):
         gemm = sch.get_sblock(f"gemm{g}")
         size, cout_g = (int(d) for d in _block_buffer(sch, f"gemm{g}").shape[1:])
-        cin_g = int(func.params[3 + g].shape[0])
-        p_, q_, o_, c_ = _roles(sch, gemm, [1, size, cout_g, cin_g])
+        cin_g = int(_param(func, f"W{g}").shape[0])
+        p_, q_, o_, c_ = _roles(sch, gemm, [pt, size, cout_g, cin_g], outer)
         m = sch.fuse(p_, q_) if p_ is not None and q_ is not None else p_ or q_
         if c_ is None:  # a one-channel reduction: nothing worth tiling
             continue
-        outer, inner = [], []
+        tiles, inner = [], []
         if o_ is not None:
             lanes = _largest_divisor(cout_g, knobs.lanes)
             cv = col_vectors[g] if col_vectors is not None else _largest_divisor(
                 cout_g // lanes, knobs.col_vectors)  # fmt: skip
             o0, o1, ov = sch.split(o_, [None, cv, lanes])
-            outer.append(o0)
+            tiles.append(o0)
             inner += [o1, ov]
         if m is not None:
             r = rows[g] if rows is not None else _largest_divisor(_extent(sch, m), knobs.rows)
             m0, m1 = sch.split(m, [None, r])
-            outer.append(m0)
+            tiles.append(m0)
             inner.insert(0, m1)
             sch.unroll(m1)
         # Micro-kernel: for each input channel, rows x col_vectors FMAs on vectors of
         # output channels, with the accumulators in registers.
-        sch.reorder(*outer, c_, *inner)
+        sch.reorder(*tiles, c_, *inner)
         if o_ is not None:
             sch.vectorize(ov)
             sch.unroll(o1)
         to_decompose.append((gemm, c_))
 
-    dct = sch.get_sblock("dct")
-    cin_max, qtot = int(func.params[1].shape[0]), int(func.params[2].shape[2])
-    c_, p_, q_, r_ = _roles(sch, dct, [cin_max, 1, qtot, k * k])
+    # The masking stage: elementwise over the tile's coefficients.
+    c_, p_, q_ = _roles(sch, sch.get_sblock("dct"), [cin_max, pt, qpad], outer)
+    if q_ is not None:
+        sch.vectorize(q_)
+    dct = sch.get_sblock("dct_raw")
+    c_, p_, q_, r_ = _roles(sch, dct, [cin_max, pt, qpad, k * k], outer)
     if r_ is not None:
+        # DCT micro-kernel: a few channels at a time, coefficients vectorised, the block's
+        # pixels rolled by rows (so the basis row in use is reloaded, not hoisted).
+        c0, c1 = sch.split(c_, [None, _largest_divisor(cin_max, knobs.dct_channels)])
+        ri, rj = sch.split(r_, [None, k])
+        inner = [c1] + ([q_] if q_ is not None else [])
+        sch.reorder(*[x for x in (c0, p_) if x is not None], ri, rj, *inner)
+        sch.unroll(c1)
+        sch.unroll(rj)
         if q_ is not None:
-            sch.reorder(r_, q_)
             sch.vectorize(q_)
-        sch.unroll(r_)
-        to_decompose.append((dct, r_))
+        to_decompose.append((dct, ri))
     if knobs.parallel:
-        sch.parallel(sch.fuse(b, bh, bw))
+        sch.parallel(sch.fuse(*{"block": (b, bh, bw), "row": (b, bh), "image": (b,)}[tile]))
     # Reductions are split into init + update last: vectorize and parallel need whole
     # reduction blocks.
     for block, loop in to_decompose:
@@ -252,7 +337,7 @@ def sample_knobs(sch: s_tir.Schedule, lanes: int = 16) -> None:
     func = sch.mod["main"]
     rows, cols = [], []
     for g in range(_shapes(func)[3]):
-        cout_g = int(func.params[3 + g].shape[1])
+        cout_g = int(_param(func, f"W{g}").shape[1])
         size = int(_block_buffer(sch, f"gemm{g}").shape[1])
         row_opts = [d for d in range(1, min(size, 8) + 1) if size % d == 0]
         n_vec = max(1, cout_g // lanes if cout_g % lanes == 0 else 1)

@@ -60,6 +60,7 @@ class KernelTime:
 
     kernel: str
     median_us: float
+    shapes: tuple[tuple[int, ...], ...] = ()  # of the tensor arguments, outputs last
 
 
 @dataclass
@@ -213,7 +214,9 @@ class CompiledModel:
                 for _ in range(number):
                     func(*call_args)
                 samples.append((time.perf_counter() - start) / number * 1e6)
-            out.append(KernelTime(symbol, statistics.median(samples)))
+            shapes = tuple(tuple(int(d) for d in a.shape) for a in call_args
+                           if isinstance(a, tvm.runtime.Tensor))  # fmt: skip
+            out.append(KernelTime(symbol, statistics.median(samples), shapes))
         return out
 
     def export_library(self, path: str | os.PathLike) -> Path:

@@ -245,13 +245,16 @@ def test_frequency_kernels_default_schedule_then_metaschedule_records(tmp_path):
     masks = MaskFile((_mask(0, 32, 16, 7, kin=[10] * 16, kout=[12] * 32),), num_pointwise=1)
     with warnings.catch_warnings():
         warnings.simplefilter("error", UntunedWarning)  # frequency kernels are not "untuned"
-        untuned = tvm_freq.build(net, example_inputs=x, masks=masks,
+        untuned = tvm_freq.build(net, example_inputs=x, masks=masks, freq_options={"force": True},
                                  tuning=Tuning(records=tmp_path, use_shipped=False))  # fmt: skip
     assert len(untuned.report.default_scheduled) == 1 and not untuned.report.untuned_tasks
-    tuned = tvm_freq.build(net, example_inputs=x, masks=masks, tuning=Tuning(
-        trials=4, records=tmp_path, use_shipped=False, progress=False))  # fmt: skip
+    tuning = Tuning(trials=2, num_trials_per_iter=2, records=tmp_path, use_shipped=False,
+                    progress=False)  # fmt: skip
+    tuned = tvm_freq.build(net, example_inputs=x, masks=masks, freq_options={"force": True},
+                           tuning=tuning)  # fmt: skip
     assert tuned.report.trials_run >= 1 and not tuned.report.default_scheduled
-    ref = K.freq_pointwise_ref(x.numpy(), net[0].weight.detach().numpy(),
-                               net[0].bias.detach().numpy(), K.plan_bands([10] * 16, [12] * 32, 7))  # fmt: skip
+    plan = K.plan_bands([10] * 16, [12] * 32, 7)
+    weight, bias = net[0].weight.detach().numpy(), net[0].bias.detach().numpy()
+    ref = K.freq_pointwise_ref(x.numpy(), weight, bias, plan)
     for model in (untuned, tuned):
         assert np.abs(model(x) - ref).max() / np.abs(ref).max() < 1e-4

@@ -270,11 +270,16 @@ class FrequencyBandPointwise:
             # DCT over the widest prefix when fused), not the ideal bands.
             qtot = sum(g.size for g in plan.groups)
             if self.kernel == "fused" and plan.groups:
-                dec.dct_macs = blocks * lm.block**2 * max(g.cin for g in plan.groups) * qtot
+                qpad = -(-qtot // _COEF_ALIGN) * _COEF_ALIGN
+                dec.dct_macs = blocks * lm.block**2 * max(g.cin for g in plan.groups) * qpad
             else:
                 dec.dct_macs = blocks * lm.block**2 * sum(g.size * g.cin for g in plan.groups)
             dec.gemm_macs = blocks * plan.gemm_macs_per_block()
-            dec.idct_macs = n * h * w * cout * qtot
+            if self.kernel == "fused":  # the IDCT computes whole, padded pixel vectors
+                kkp = -(-(lm.block**2) // _PIX_ALIGN) * _PIX_ALIGN
+                dec.idct_macs = blocks * kkp * cout * qtot
+            else:
+                dec.idct_macs = n * h * w * cout * qtot
             if not self.force and dec.freq_macs >= dec.dense_macs * (1.0 - self.min_saving):
                 dec.decision = f"dense: unprofitable ({dec.freq_macs / dec.dense_macs:.2f}x MACs)"
                 out.append(None)
@@ -311,14 +316,16 @@ class FrequencyBandPointwise:
         if self.kernel == "fused":
             groups = [(g.size, g.cin, g.cout) for g in plan.groups]
             func = K.fused_pointwise(n, cin, cout, h, w, k, groups, bias=bias is not None,
-                                     clip=clip)  # fmt: skip
+                                     clip=clip, coef_align=_COEF_ALIGN,
+                                     pix_align=_PIX_ALIGN)  # fmt: skip
             # Opaque: FuseOps must not try to merge other ops into the multi-stage kernel.
             gv = _add(builder, func.with_attr("op_pattern", 8), "freq_fused")
             dec.kernels.append(gv.name_hint)
             epilogue = [e for e, on in (("bias", bias is not None), ("clip", clip)) if on]
             if epilogue:
                 dec.kernels[-1] += f" (+{'+'.join(epilogue)})"
-            consts = K.fused_constants(plan, wnp, bias)
+            consts = K.fused_constants(plan, wnp, bias, coef_align=_COEF_ALIGN,
+                                       pix_align=_PIX_ALIGN)  # fmt: skip
             return relax.call_tir(gv, [data, *[relax.const(c) for c in consts]], out_ty)
         p = n * (-(-h // k)) * (-(-w // k))
         y = None
@@ -346,6 +353,10 @@ class FrequencyBandPointwise:
 
 #: Output-channel alignment of fused GEMMs (a multiple of every CPU vector width used).
 _ALIGN = 16
+#: Coefficient alignment of the fused DCT (whole vectors of 8 floats).
+_COEF_ALIGN = 8
+#: Pixel alignment of the fused IDCT's block vectors (whole vectors of 16 floats).
+_PIX_ALIGN = 16
 
 
 def _channel_bias(bias: relax.Expr, conv: relax.Expr) -> np.ndarray | None:
