@@ -125,6 +125,14 @@ def _largest_divisor(n: int, cap: int) -> int:
     return max(d for d in range(1, max(1, min(n, cap)) + 1) if n % d == 0)
 
 
+def _gemm_rows(m: int, cap: int) -> int:
+    """GEMM rows per micro-kernel: a divisor of ``m`` when a good one exists; otherwise
+    ``cap`` with a guarded tail (a prime number of coefficient rows would else run one row
+    at a time, a third of the speed)."""
+    d = _largest_divisor(m, cap)
+    return d if d * 2 > cap or d == m else min(cap, m)
+
+
 def _extent(sch: s_tir.Schedule, loop: s_tir.LoopRV) -> int:
     return int(sch.get(loop).extent)
 
@@ -282,7 +290,7 @@ def schedule_fused_pointwise(
             tiles.append(o0)
             inner += [o1, ov]
         if m is not None:
-            r = rows[g] if rows is not None else _largest_divisor(_extent(sch, m), knobs.rows)
+            r = rows[g] if rows is not None else _gemm_rows(_extent(sch, m), knobs.rows)
             m0, m1 = sch.split(m, [None, r])
             tiles.append(m0)
             inner.insert(0, m1)
