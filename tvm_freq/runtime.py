@@ -85,6 +85,14 @@ class CompiledModel:
         self._dev = tvm.cpu()
         self._vm = relax.VirtualMachine(self.executable, self._dev)
 
+    def _random_inputs(self) -> tuple[np.ndarray, ...]:
+        # Deterministic, so repeated benchmarks time the same data.
+        rng = np.random.default_rng(0)
+        return tuple(
+            rng.standard_normal(s).astype(d)
+            for s, d in zip(self.input_shapes, self.input_dtypes, strict=True)
+        )
+
     def _convert(self, inputs: tuple[Any, ...]) -> list[tvm.runtime.Tensor]:
         if len(inputs) != len(self.input_shapes):
             raise ValueError(
@@ -144,13 +152,7 @@ class CompiledModel:
         BenchmarkResult
             Median, min, max and mean latency in ms.
         """
-        if not inputs:
-            rng = np.random.default_rng(0)
-            inputs = tuple(
-                rng.standard_normal(s).astype(d)
-                for s, d in zip(self.input_shapes, self.input_dtypes, strict=True)
-            )
-        args = self._convert(inputs)
+        args = self._convert(inputs or self._random_inputs())
         for _ in range(warmup):
             self._vm["main"](*args)
         timer = self._vm.time_evaluator("main", self._dev, number=number, repeat=repeat)
@@ -183,13 +185,7 @@ class CompiledModel:
         list of KernelTime
             One entry per kernel call, in execution order.
         """
-        if not inputs:
-            rng = np.random.default_rng(0)
-            inputs = tuple(
-                rng.standard_normal(s).astype(d)
-                for s, d in zip(self.input_shapes, self.input_dtypes, strict=True)
-            )
-        args = self._convert(inputs)
+        args = self._convert(inputs or self._random_inputs())
         calls: list[tuple[str, Any, list[Any]]] = []
 
         def record(func: Any, symbol: str, before: bool, _ret: Any, *call_args: Any) -> int:
