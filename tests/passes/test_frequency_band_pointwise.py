@@ -69,7 +69,7 @@ def test_only_eligible_convs_match(kernel):
         assert _count(out, "freq_idct") >= 1 and _count(out, "freq_fused") == 0
 
 
-def test_bias_and_relu6_epilogue_folded_only_when_supported():
+def test_bias_and_relu6_epilogue_folded_only_when_supported(tmp_path):
     mod = import_model(Chain().eval(), input_shape=(1, 3, 8, 8)).mod
     masks = MaskFile((_mask(0, 24, 16, 4), _mask(1, 8, 24, 4)), num_pointwise=2)
     rewrite = FrequencyBandPointwise(masks, force=True)
@@ -78,6 +78,14 @@ def test_bias_and_relu6_epilogue_folded_only_when_supported():
     assert _count(out, "R.clip") == _count(mod, "R.clip") - 1  # pw1's clamp(0, 6)
     assert "bias+clip" in rewrite.decisions[0].kernels[0]
     assert "+" not in rewrite.decisions[1].kernels[0]  # pw2 has no bias: plain kernel
+    # ONNX lowers Clip to call_tir(maximum) -> call_tir(minimum); that form folds too.
+    from tvm_freq.models import export_onnx
+
+    onnx_mod = import_model(export_onnx(Chain().eval(), tmp_path / "chain.onnx", (1, 3, 8, 8))).mod
+    onnx_rewrite = FrequencyBandPointwise(masks, force=True)
+    onnx_out = onnx_rewrite(onnx_mod)
+    assert "bias+clip" in onnx_rewrite.decisions[0].kernels[0]
+    assert _count(onnx_out, "minimum") == _count(onnx_mod, "minimum") - 1
     # A clip whose bounds are not constants, or a bias that is not per channel, is not
     # folded: the conv is still rewritten and the add stays a Relax op.
     bb = relax.BlockBuilder()

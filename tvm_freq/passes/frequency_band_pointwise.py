@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import tvm
 from tvm import relax
-from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
+from tvm.relax.dpl import is_const, is_op, is_tuple, rewrite_call, wildcard
 
 from tvm_freq.kernels import freq_pointwise as K
 
@@ -186,6 +186,11 @@ class FrequencyBandPointwise:
         self.with_bias = is_op("relax.add")(self.pattern, self.bias)
         self.clip_lo, self.clip_hi = wildcard(), wildcard()
         self.with_clip = is_op("relax.clip")(self.with_bias, self.clip_lo, self.clip_hi)
+        # The ONNX importer lowers Clip to call_tir(maximum, x, lo) -> call_tir(minimum, ., hi).
+        self.tir_lo, self.tir_hi = is_const(), is_const()
+        self.tir_max = is_op("relax.call_tir")(wildcard(), is_tuple([self.with_bias, self.tir_lo]))
+        tir_min_args = is_tuple([self.tir_max, self.tir_hi])
+        self.with_tir_clip = is_op("relax.call_tir")(wildcard(), tir_min_args)
 
     def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
         """Apply the rewrite to ``main``.
@@ -218,12 +223,17 @@ class FrequencyBandPointwise:
                     return plan
             return None
 
-        def with_epilogue(clip: bool):
+        def with_epilogue(clip: str | None):
             def rewriter(expr: relax.Expr, matches: dict) -> relax.Expr:
                 item = lookup(matches[self.pattern])
                 bias = _channel_bias(matches[self.bias], matches[self.pattern])
-                bounds = (_const_float(matches[self.clip_lo]), _const_float(matches[self.clip_hi])
-                          ) if clip else None  # fmt: skip
+                bounds = None
+                if clip == "op":
+                    bounds = (_const_float(matches[self.clip_lo]),
+                              _const_float(matches[self.clip_hi]))  # fmt: skip
+                elif clip == "tir":
+                    bounds = _tir_clip_bounds(expr, matches[self.tir_max], matches[self.tir_lo],
+                                              matches[self.tir_hi])  # fmt: skip
                 if item is None or bias is None or (bounds is not None and None in bounds):
                     return expr  # unsupported epilogue: leave it to the next, plainer pattern
                 todo.remove(next(t for t in todo if t[1] is item))
@@ -239,8 +249,9 @@ class FrequencyBandPointwise:
             return self._emit(builder, expr, item, None, None)
 
         if self.kernel == "fused":
-            func = rewrite_call(self.with_clip, with_epilogue(True), func)
-            func = rewrite_call(self.with_bias, with_epilogue(False), func)
+            func = rewrite_call(self.with_clip, with_epilogue("op"), func)
+            func = rewrite_call(self.with_tir_clip, with_epilogue("tir"), func)
+            func = rewrite_call(self.with_bias, with_epilogue(None), func)
         func = rewrite_call(self.pattern, plain, func)
         builder.update_func(gv, func)
         return builder.get()
@@ -370,6 +381,22 @@ def _channel_bias(bias: relax.Expr, conv: relax.Expr) -> np.ndarray | None:
     if value.shape not in ((1, cout, 1, 1), (cout, 1, 1)):
         return None  # broadcast along another axis: not a channel bias
     return value.reshape(cout)
+
+
+def _tir_clip_bounds(
+    min_call: relax.Call, max_call: relax.Call, lo: relax.Expr, hi: relax.Expr
+) -> tuple[float | None, float | None]:
+    """``(lo, hi)`` of ``minimum(maximum(x, lo), hi)`` lowered to ``call_tir`` (ONNX Clip)."""
+    names = (max_call.args[0].name_hint, min_call.args[0].name_hint)
+    if not (names[0].startswith("maximum") and names[1].startswith("minimum")):
+        return None, None
+    values = []
+    for c in (lo, hi):
+        v = c.value.numpy() if isinstance(c, tvm.ir.expr.Constant) else None
+        values.append(float(v.reshape(-1)[0]) if v is not None and v.size == 1 else None)
+    if None in values or values[0] > values[1]:
+        return None, None
+    return values[0], values[1]
 
 
 def _const_float(expr: relax.Expr) -> float | None:
