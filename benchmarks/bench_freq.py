@@ -227,8 +227,8 @@ def render(p: dict) -> str:
             "", f"## {name}: where the time goes", "",
             f"{e['freq_layers']} layers run in the frequency domain (energy level "
             f"{e['energy']:.4f}); kernels sum to {e['kernel_total_us'] / 1e3:.2f} ms against "
-            f"{res['dense']['kernel_total_us'] / 1e3:.2f} ms dense (each kernel timed on "
-            "its own, see `CompiledModel.profile`). Per layer, the dense build's kernel for "
+            f"{res['dense']['kernel_total_us'] / 1e3:.2f} ms dense (every kernel timed inside "
+            "real runs, see `CompiledModel.profile`). Per layer, the dense build's kernel for "
             "that conv (with the ops Relax fused into it) against the frequency kernel "
             "(with bias and ReLU6; a residual add stays a separate small kernel):", "",
             "| layer | dense MMAC | freq MMAC | MAC ratio | dense us | freq us | speed-up |",

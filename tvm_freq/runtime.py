@@ -161,24 +161,23 @@ class CompiledModel:
             statistics.median(ms), min(ms), max(ms), statistics.fmean(ms), repeat, number
         )
 
-    def profile(
-        self, *inputs: Any, repeat: int = 7, number: int = 20
-    ) -> list[KernelTime]:
-        """Time every kernel call of one run on its own: where the time goes.
+    def profile(self, *inputs: Any, repeat: int = 20, warmup: int = 3) -> list[KernelTime]:
+        """Time every kernel call inside real runs of the model: where the time goes.
 
-        The run is recorded once (kernel, arguments); each call is then replayed
-        ``number`` times per measurement, on copies of its arguments, and the median of
-        ``repeat`` measurements is reported. Kernel times add up to a little less than
-        :meth:`benchmark`'s, which also counts the VM's own work.
+        The VM's instrumentation hook stamps the clock right before and right after each
+        kernel call, over ``repeat`` runs, so every kernel sees the caches as the model
+        leaves them (weights cold, activations from the previous kernel). Each stamp
+        pair also holds a few microseconds of hook overhead, so the sum is a little more
+        than :meth:`benchmark`'s median.
 
         Parameters
         ----------
         *inputs : numpy.ndarray or torch.Tensor, optional
             Inputs; deterministic random ones when omitted.
         repeat : int
-            Measurements per call.
-        number : int
-            Calls per measurement.
+            Timed runs; each call's median is reported.
+        warmup : int
+            Untimed runs first.
 
         Returns
         -------
@@ -186,34 +185,34 @@ class CompiledModel:
             One entry per kernel call, in execution order.
         """
         args = self._convert(inputs or self._random_inputs())
-        calls: list[tuple[str, Any, list[Any]]] = []
+        runs: list[list[tuple[str, float, tuple]]] = []
+        start: list[float] = [0.0]
 
-        def record(func: Any, symbol: str, before: bool, _ret: Any, *call_args: Any) -> int:
-            if before and not symbol.startswith("vm.builtin"):
-                copies = [tvm.runtime.tensor(a.numpy()) if isinstance(a, tvm.runtime.Tensor)
-                          else a for a in call_args]  # fmt: skip
-                calls.append((symbol, func, copies))
-            return 0  # VMInstrumentReturnKind.NoOp
+        def stamp(_func: Any, symbol: str, before: bool, _ret: Any, *call_args: Any) -> int:
+            now = time.perf_counter()
+            if symbol.startswith("vm.builtin"):
+                return 0  # VMInstrumentReturnKind.NoOp
+            if before:
+                start[0] = now
+            else:
+                shapes = tuple(tuple(int(d) for d in a.shape) for a in call_args
+                               if isinstance(a, tvm.runtime.Tensor))  # fmt: skip
+                runs[-1].append((symbol, (now - start[0]) * 1e6, shapes))
+            return 0
 
-        self._vm.set_instrument(record)
-        try:
+        for _ in range(warmup):
             self._vm["main"](*args)
-        finally:
-            self._vm.set_instrument(None)  # no callback overhead in later runs
-        out = []
-        for symbol, func, call_args in calls:
-            for _ in range(3):
-                func(*call_args)
-            samples = []
+        self._vm.set_instrument(stamp)
+        try:
             for _ in range(repeat):
-                start = time.perf_counter()
-                for _ in range(number):
-                    func(*call_args)
-                samples.append((time.perf_counter() - start) / number * 1e6)
-            shapes = tuple(tuple(int(d) for d in a.shape) for a in call_args
-                           if isinstance(a, tvm.runtime.Tensor))  # fmt: skip
-            out.append(KernelTime(symbol, statistics.median(samples), shapes))
-        return out
+                runs.append([])
+                self._vm["main"](*args)
+        finally:
+            self._vm.set_instrument(None)  # no hook overhead in later runs
+        return [
+            KernelTime(calls[0][0], statistics.median(c[1] for c in calls), calls[0][2])
+            for calls in zip(*runs, strict=True)
+        ]
 
     def export_library(self, path: str | os.PathLike) -> Path:
         """Write the compiled model to a shared library plus a small JSON sidecar.
