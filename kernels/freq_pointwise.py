@@ -410,7 +410,7 @@ def fused_pointwise(
     * ``dct_raw[c, p, q] = sum_r D[q, r] * X[b, perm[c], pixel(p, r)]`` for the ``cin_max``
       sorted input channels of the widest group;
     * ``dct[c, p, q] = dct_raw[c, p, q]`` where ``q < kin[c]``, else 0 (the input masks);
-    * ``gemm_g[p, q, s] = sum_c dct[c, p, off_g + q] * W_g[c, s]`` over the group's prefixes
+    * ``gemm_g[p, q, s] = sum_c dct[c, p, off_g + q] * W[c, s]`` over the group's prefixes
       (``s``: output channels in sorted order);
     * ``freq_out[p, s, q] = gemm_{g(q)}[p, q', s]`` where ``s < Cout_g`` and ``q < kout[s]``,
       else 0 (the output masks);
@@ -449,7 +449,7 @@ def fused_pointwise(
     Returns
     -------
     tvm.tirx.PrimFunc
-        ``(X, perm, kin, dct_basis, W_0..W_{G-1}, idct_basis, kout, rank[, bias]) -> Y``,
+        ``(X, perm, kin, dct_basis, W, idct_basis, kout, rank[, bias]) -> Y``,
         unscheduled, with attribute ``tvm_freq.kernel = "fused_pointwise"``. The
         un-sorting, bias and clip are the block ``epilogue``; Relax cannot fuse
         elementwise ops into a multi-stage kernel, so they are part of the kernel.
@@ -498,12 +498,14 @@ def fused_pointwise(
     def gemm_body(wt: te.Tensor, rc: tirx.IterVar, off: int):
         return lambda blk, q, o: te.sum(xf[rc, blk, q + off] * wt[rc, o], axis=rc)
 
-    weights, yfs = [], []
+    # One sorted weight matrix; every group reads its prefix block, so the weight bytes a
+    # layer streams never exceed the dense conv's (per-group copies would overlap).
+    cout_max = max(int(c) for _, _, c in groups)
+    wt = te.placeholder((cin_max, cout_max), dtype, name="W")
+    yfs = []
     for i, (size, cin_g, cout_g) in enumerate(groups):
-        wt = te.placeholder((cin_g, cout_g), dtype, name=f"W{i}")
         rc = te.reduce_axis((0, cin_g), name="c")
         yfs.append(te.compute((p, size, cout_g), gemm_body(wt, rc, offs[i]), name=f"gemm{i}"))
-        weights.append(wt)
     rq = te.reduce_axis((0, qtot), name="q")
 
     def gather(blk, o_s, q):
@@ -534,13 +536,14 @@ def fused_pointwise(
 
     bvec = te.placeholder((cout,), dtype, name="bias") if bias else None
     y = te.compute((n, cout, h, w), epilogue, name="epilogue")
-    args = [x, perm, kin, d_in, *weights, d_out, kout_s, rank]
+    args = [x, perm, kin, d_in, wt, d_out, kout_s, rank]
     if bvec is not None:
         args.append(bvec)
     func = te.create_prim_func([*args, y])
-    return func.with_attr("global_symbol", "freq_fused").with_attr(
-        "tvm_freq.kernel", FUSED_KERNEL
-    ).with_attr("tvm_freq.k", k)
+    return func.with_attrs({
+        "global_symbol": "freq_fused", "tvm_freq.kernel": FUSED_KERNEL, "tvm_freq.k": k,
+        "tvm_freq.groups": len(groups),
+    })  # fmt: skip
 
 
 def _clamp(index: tirx.PrimExpr, extent: int) -> tirx.PrimExpr:
@@ -571,9 +574,10 @@ def fused_constants(
     Returns
     -------
     list of numpy.ndarray
-        ``perm, kin, dct_basis, W_0..W_{G-1}, idct_basis, kout (sorted), rank[, bias]``.
+        ``perm, kin, dct_basis, W, idct_basis, kout (sorted), rank[, bias]``.
     """
     cin_max = max(g.cin for g in plan.groups)
+    cout_max = max(g.cout for g in plan.groups)
     qtot = sum(g.size for g in plan.groups)
     qpad = -(-qtot // coef_align) * coef_align
     d = dct_basis(plan.k, "float32")[:qtot]  # [Q, k*k], zigzag rows
@@ -585,7 +589,7 @@ def fused_constants(
         np.asarray(plan.perm_in[:cin_max], dtype="int32"),
         np.asarray(plan.kin_sorted[:cin_max], dtype="int32"),
         np.ascontiguousarray(np.pad(d.T, ((0, 0), (0, qpad - qtot))), dtype="float32"),
-        *[np.ascontiguousarray(group_weight(plan, weight, g).T) for g in plan.groups],
+        np.ascontiguousarray(group_weight(plan, weight, BandGroup(0, 0, cin_max, cout_max)).T),
         np.ascontiguousarray(np.pad(d, ((0, 0), (0, kkp - kk))), dtype="float32"),
         np.asarray(plan.kout_sorted, dtype="int32"),
         rank,
@@ -598,7 +602,7 @@ def fused_constants(
 def fused_pointwise_ref(
     x: np.ndarray,
     consts: Sequence[np.ndarray],
-    sizes: Sequence[int],
+    groups: Sequence[tuple[int, int, int]],
     k: int,
     clip: tuple[float, float] | None = None,
 ) -> np.ndarray:
@@ -610,8 +614,8 @@ def fused_pointwise_ref(
         ``[N, Cin, H, W]`` input.
     consts : sequence of numpy.ndarray
         As returned by :func:`fused_constants` (with or without the trailing bias).
-    sizes : sequence of int
-        Coefficients per group.
+    groups : sequence of (size, cin_g, cout_g)
+        The kernel's band groups.
     k : int
         Macroblock size.
     clip : (float, float), optional
@@ -622,23 +626,19 @@ def fused_pointwise_ref(
     numpy.ndarray
         ``[N, Cout, H, W]``.
     """
-    g = len(sizes)
-    perm, kin, d_in = consts[:3]
-    weights = consts[3 : 3 + g]
-    d_out, kout_s, rank = consts[3 + g : 6 + g]
-    bias = consts[6 + g] if len(consts) > 6 + g else None
+    perm, kin, d_in, wt, d_out, kout_s, rank = consts[:7]
+    bias = consts[7] if len(consts) > 7 else None
     n, _, h, w = x.shape
-    qtot = sum(sizes)
+    qtot = sum(int(size) for size, _, _ in groups)
     xf = truncated_dct_ref(x, np.broadcast_to(d_in.T[:, None, :], (d_in.shape[1], len(perm),
                                                                    k * k)), perm, k)  # fmt: skip
     xf = xf * (np.arange(xf.shape[0])[:, None] < kin[None, :])[:, :, None]  # [Qpad, cin, P]
     cout = len(kout_s)
     yf = np.zeros((qtot, cout, xf.shape[2]))  # [Q, sorted Cout, P]
     off = 0
-    for i, wg in enumerate(weights):
-        size = int(sizes[i])
-        xg = xf[off : off + size, : wg.shape[0]]
-        yf[off : off + size, : wg.shape[1]] = band_gemm_ref(wg.T, xg)
+    for size, cin_g, cout_g in groups:
+        xg = xf[off : off + size, :cin_g]
+        yf[off : off + size, :cout_g] = band_gemm_ref(wt[:cin_g, :cout_g].T, xg)
         off += size
     yf *= (np.arange(qtot)[:, None] < kout_s[None, :])[:, :, None]
     hp, wp = padded_size(h, k), padded_size(w, k)

@@ -179,8 +179,7 @@ def _shapes(func: tvm.tirx.PrimFunc) -> tuple[int, int, int, int]:
     """``k, h, w`` and the number of band groups, read from the kernel's signature."""
     k = int(func.attrs["tvm_freq.k"])
     h, w = (int(d) for d in func.params[-1].shape[2:])  # params are the buffers here
-    groups = sum(1 for p in func.params if p.name.startswith("W"))
-    return k, h, w, groups
+    return k, h, w, int(func.attrs["tvm_freq.groups"])
 
 
 def schedule_fused_pointwise(
@@ -276,7 +275,7 @@ def schedule_fused_pointwise(
     for g in range(num_groups):
         gemm = sch.get_sblock(f"gemm{g}")
         size, cout_g = (int(d) for d in _block_buffer(sch, f"gemm{g}").shape[1:])
-        cin_g = int(_param(func, f"W{g}").shape[0])
+        cin_g = int(sch.get(gemm).iter_vars[3].dom.extent)
         p_, q_, o_, c_ = _roles(sch, gemm, [pt, size, cout_g, cin_g], outer)
         m = sch.fuse(p_, q_) if p_ is not None and q_ is not None else p_ or q_
         if c_ is None:  # a one-channel reduction: nothing worth tiling
@@ -345,8 +344,7 @@ def sample_knobs(sch: s_tir.Schedule, lanes: int = 16) -> None:
     func = sch.mod["main"]
     rows, cols = [], []
     for g in range(_shapes(func)[3]):
-        cout_g = int(_param(func, f"W{g}").shape[1])
-        size = int(_block_buffer(sch, f"gemm{g}").shape[1])
+        size, cout_g = (int(d) for d in _block_buffer(sch, f"gemm{g}").shape[1:])
         row_opts = [d for d in range(1, min(size, 8) + 1) if size % d == 0]
         n_vec = max(1, cout_g // lanes if cout_g % lanes == 0 else 1)
         col_opts = [d for d in range(1, min(n_vec, 4) + 1) if n_vec % d == 0]
