@@ -44,6 +44,7 @@ __all__ = [
     "truncated_idct_ref",
     "freq_pointwise_ref",
     "align_plan",
+    "round_up",
     "fused_pointwise",
     "fused_constants",
     "fused_pointwise_ref",
@@ -359,6 +360,22 @@ def truncated_idct(
     return te.create_prim_func([yf, basis, slot, out]).with_attr("global_symbol", "freq_idct")
 
 
+def round_up(n: int, multiple: int) -> int:
+    """``n`` rounded up to a multiple of ``multiple`` (the vector padding of the kernels).
+
+    Parameters
+    ----------
+    n, multiple : int
+        Value and multiple (>= 1).
+
+    Returns
+    -------
+    int
+        The padded size.
+    """
+    return -(-n // multiple) * multiple
+
+
 def align_plan(plan: BandPlan, multiple: int) -> BandPlan:
     """Round each group's output prefix up to a multiple of ``multiple`` (capped at ``Cout``).
 
@@ -382,7 +399,7 @@ def align_plan(plan: BandPlan, multiple: int) -> BandPlan:
         raise ValueError("multiple must be >= 1")
     cout = len(plan.kout)
     groups = tuple(
-        BandGroup(g.n0, g.n1, g.cin, min(cout, -(-g.cout // multiple) * multiple))
+        BandGroup(g.n0, g.n1, g.cin, min(cout, round_up(g.cout, multiple)))
         for g in plan.groups
     )
     return BandPlan(plan.k, plan.kin, plan.kout, plan.perm_in, plan.perm_out, groups)
@@ -462,13 +479,13 @@ def fused_pointwise(
     bh, bw, p = _blocks(n, h, w, k)
     cin_max = max(int(c) for _, c, _ in groups)
     qtot = sum(sizes)
-    qpad = -(-qtot // coef_align) * coef_align
+    qpad = round_up(qtot, coef_align)
     offs = np.cumsum([0, *sizes]).tolist()
     x = te.placeholder((n, cin, h, w), dtype, name="X")
     perm = te.placeholder((cin_max,), "int32", name="perm")
     kin = te.placeholder((cin_max,), "int32", name="kin")
     d_in = te.placeholder((k * k, qpad), dtype, name="dct_basis")
-    kkp = -(-(k * k) // pix_align) * pix_align
+    kkp = round_up(k * k, pix_align)
     d_out = te.placeholder((qtot, kkp), dtype, name="idct_basis")
     kout_s = te.placeholder((cout,), "int32", name="kout")  # sorted order
     rank = te.placeholder((cout,), "int32", name="rank")
@@ -579,10 +596,10 @@ def fused_constants(
     cin_max = max(g.cin for g in plan.groups)
     cout_max = max(g.cout for g in plan.groups)
     qtot = sum(g.size for g in plan.groups)
-    qpad = -(-qtot // coef_align) * coef_align
+    qpad = round_up(qtot, coef_align)
     d = dct_basis(plan.k, "float32")[:qtot]  # [Q, k*k], zigzag rows
     kk = plan.k * plan.k
-    kkp = -(-kk // pix_align) * pix_align
+    kkp = round_up(kk, pix_align)
     rank = np.empty(len(plan.kout), dtype="int32")
     rank[list(plan.perm_out)] = np.arange(len(plan.kout))
     out = [

@@ -282,7 +282,7 @@ def schedule_fused_pointwise(
             continue
         tiles, inner = [], []
         if o_ is not None:
-            lanes = _largest_divisor(cout_g, knobs.lanes)
+            lanes = _largest_divisor(cout_g, knobs.lanes)  # 16-aligned prefixes: all lanes
             cv = col_vectors[g] if col_vectors is not None else _largest_divisor(
                 cout_g // lanes, knobs.col_vectors)  # fmt: skip
             o0, o1, ov = sch.split(o_, [None, cv, lanes])
@@ -346,7 +346,7 @@ def sample_knobs(sch: s_tir.Schedule, lanes: int = 16) -> None:
     for g in range(_shapes(func)[3]):
         size, cout_g = (int(d) for d in _block_buffer(sch, f"gemm{g}").shape[1:])
         row_opts = [d for d in range(1, min(size, 8) + 1) if size % d == 0]
-        n_vec = max(1, cout_g // lanes if cout_g % lanes == 0 else 1)
+        n_vec = cout_g // _largest_divisor(cout_g, lanes)  # as the schedule splits it
         col_opts = [d for d in range(1, min(n_vec, 4) + 1) if n_vec % d == 0]
         rows.append(sch.sample_categorical(row_opts, [1.0 / len(row_opts)] * len(row_opts)))
         cols.append(sch.sample_categorical(col_opts, [1.0 / len(col_opts)] * len(col_opts)))

@@ -233,8 +233,7 @@ def apply_default_schedules(mod: tvm.IRModule, target: tvm.target.Target) -> tvm
     }
     if not updates:
         return mod
-    mod = mod.shallow_copy() if hasattr(mod, "shallow_copy") else tvm.IRModule(mod.functions,
-                                                                              attrs=mod.attrs)
+    mod = tvm.IRModule(mod.functions, attrs=mod.attrs)  # a copy: passes must not mutate
     for gv, func in updates.items():
         mod[gv] = func
     return mod

@@ -281,13 +281,13 @@ class FrequencyBandPointwise:
             # DCT over the widest prefix when fused), not the ideal bands.
             qtot = sum(g.size for g in plan.groups)
             if self.kernel == "fused" and plan.groups:
-                qpad = -(-qtot // _COEF_ALIGN) * _COEF_ALIGN
+                qpad = K.round_up(qtot, _COEF_ALIGN)
                 dec.dct_macs = blocks * lm.block**2 * max(g.cin for g in plan.groups) * qpad
             else:
                 dec.dct_macs = blocks * lm.block**2 * sum(g.size * g.cin for g in plan.groups)
             dec.gemm_macs = blocks * plan.gemm_macs_per_block()
             if self.kernel == "fused":  # the IDCT computes whole, padded pixel vectors
-                kkp = -(-(lm.block**2) // _PIX_ALIGN) * _PIX_ALIGN
+                kkp = K.round_up(lm.block**2, _PIX_ALIGN)
                 dec.idct_macs = blocks * kkp * cout * qtot
             else:
                 dec.idct_macs = n * h * w * cout * qtot
