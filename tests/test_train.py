@@ -178,9 +178,25 @@ def test_lambda_controller_reaches_target(data_dir, tmp_path):
     masks = r["phases"][1]
     assert masks["kind"] == "masks" and masks["global_step"] < 3 + 15  # stopped early
     assert r["macs"]["pointwise_reduction"] >= 1.05
+    # Trimming hands back what the last mask step overshot, never below the target.
+    assert 1.05 <= r["trim"]["reduction"] <= r["trim"]["reduction_before"]
     # Refinement trains weights only: the MACs fixed at squash are the final ones.
     assert r["macs_at_squash"]["pointwise_reduction"] == pytest.approx(
         r["macs"]["pointwise_reduction"]
     )
     # Behind the plan at first, so lambda was raised above its start.
     assert masks["lam"] > 0.05
+
+
+def test_trim_to_target_lands_on_target(data_dir, tmp_path):
+    # lambda 0: mask learning never reaches the target, so trimming must take
+    # coefficients away; the reduction then sits just above the target.
+    cfg = _cfg(data_dir, tmp_path / "trim", lam=0.0, lam_adapt=1.0, target_reduction=1.3)
+    r = run_training(cfg)
+    trim = r["trim"]
+    assert trim["reduction_before"] < 1.3 <= trim["reduction"] < 1.3 * 1.05
+    assert trim["offset"] < 0
+    assert r["macs"]["pointwise_reduction"] == pytest.approx(trim["reduction"])
+    # Without trimming the target is simply missed.
+    off = run_training(replace(cfg, out_dir=str(tmp_path / "off"), trim_to_target=False))
+    assert "trim" not in off and off["macs"]["pointwise_reduction"] < 1.3

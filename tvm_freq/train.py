@@ -130,6 +130,12 @@ class TrainConfig:
     target_reduction : float, optional
         Stop mask learning once the pointwise MAC reduction (rounded masks,
         transform overhead included) reaches this.
+    trim_to_target : bool
+        With ``target_reduction`` set, before the masks are rounded for good, shift
+        every FCMask by one common offset, the largest that still meets the target:
+        the last mask step usually overshoots (and a phase that ran out of epochs
+        falls short), and the offset hands back (or takes) exactly the coefficients
+        nearest the band edges, so the final reduction lands just above the target.
     alt_cycles : int
         Cycles of the ``alternate`` schedule.
     refine_epochs : int
@@ -193,6 +199,7 @@ class TrainConfig:
     target_at: float = 0.75
     weighting: str = "macs"
     target_reduction: float | None = 2.1
+    trim_to_target: bool = True
     alt_cycles: int = 2
     refine_epochs: int = 2
     refine_lr: float = 0.01
@@ -502,11 +509,41 @@ class _Run:
                 self.results["accuracy_unpruned"] = self._eval()
             self._wrap()
         if kind in ("refine", "bn") and self._soft():
+            if not replay:  # a checkpoint holds the trimmed masks
+                self._trim_to_target()
             squash(self.model)
             if not replay:  # a checkpoint holds the recalibrated statistics
                 self._recalibrate_bn()
                 self.results["accuracy_pruned_before_refine"] = self._eval()
                 self.results["macs_at_squash"] = _macs_summary(self._macs())
+
+    def _trim_to_target(self) -> None:
+        """Shift all FCMasks by the largest common offset that still meets the target."""
+        cfg = self.cfg
+        if cfg.target_reduction is None or not cfg.trim_to_target:
+            return
+        params = fcmask_parameters(self.model)
+        orig = [p.detach().clone() for p in params]
+
+        def reduction_at(delta: float) -> float:
+            with torch.no_grad():
+                for p, o in zip(params, orig, strict=True):
+                    p.copy_((o + delta).clamp_(0.0, 1.0))
+            return self._macs().pointwise_reduction
+
+        before = reduction_at(0.0)
+        lo, hi = -1.0, 1.0  # counts grow with the offset, so the reduction falls with it
+        if reduction_at(lo) < cfg.target_reduction:
+            reduction_at(0.0)  # unreachable even with every mask at 0: leave them be
+            return
+        for _ in range(40):
+            mid = 0.5 * (lo + hi)
+            if reduction_at(mid) >= cfg.target_reduction:
+                lo = mid
+            else:
+                hi = mid
+        after = reduction_at(lo)
+        self.results["trim"] = {"offset": lo, "reduction_before": before, "reduction": after}
 
     def _soft(self) -> bool:
         return any(m.mode == "soft" for _, m in freq_layers(self.model))
@@ -731,6 +768,7 @@ class _Run:
                 return self._report(interrupted=False)
             self._wrap()  # e.g. zero mask epochs and no refine: still report masks
         if self._soft():
+            self._trim_to_target()
             squash(self.model)
             self._recalibrate_bn()
         self.results["accuracy_pruned"] = self._eval()
