@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import tvm
@@ -84,3 +86,26 @@ def test_tuning_space_samples_valid_schedules():
         out = _run(sch.mod["main"], args, ref.shape)
         np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
     assert len(seen) > 1  # the knobs are real decisions, not constants
+
+
+
+def _vector_widths(func):
+    """``(width, name of the block it computes)`` of every vectorised loop."""
+    text = func.script()
+    found = []
+    for m in re.finditer(r"T\.vectorized\((\d+)\)", text):
+        block = re.search(r'T\.sblock\("(\w+)"', text[m.end():])
+        found.append((int(m.group(1)), block.group(1) if block else ""))
+    return found
+
+
+@pytest.mark.parametrize("k", [6, 7])
+def test_vectors_are_whole_machine_vectors(k):
+    """Vectors of 40 or 48 floats made LLVM keep the DCT's accumulators in memory (3-4x
+    slower): every vectorised loop but the epilogue's image rows is a power of two."""
+    # 34 live coefficients pad to 40; k=6 pads the IDCT's 36 pixels to 48.
+    func = K.fused_pointwise(1, 64, 48, 7, 7, k, [(20, 64, 48), (14, 48, 32)])
+    found = _vector_widths(S.default_schedule(func, AVX512))
+    widths = [n for n, name in found if name != "epilogue"]
+    assert {name for _, name in found} >= {"dct_raw_update", "dct", "idct_update"}
+    assert all(n & (n - 1) == 0 and n <= 16 for n in widths), found
