@@ -88,13 +88,12 @@ def test_tuning_space_samples_valid_schedules():
     assert len(seen) > 1  # the knobs are real decisions, not constants
 
 
-
 def _vector_widths(func):
     """``(width, name of the block it computes)`` of every vectorised loop."""
     text = func.script()
     found = []
     for m in re.finditer(r"T\.vectorized\((\d+)\)", text):
-        block = re.search(r'T\.sblock\("(\w+)"', text[m.end():])
+        block = re.search(r'T\.sblock\("(\w+)"', text[m.end() :])
         found.append((int(m.group(1)), block.group(1) if block else ""))
     return found
 
