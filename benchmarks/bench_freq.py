@@ -40,6 +40,7 @@ from tvm_freq.frontend import import_model
 from tvm_freq.macs import relax_network_macs
 from tvm_freq.models import bundled_onnx
 from tvm_freq.passes.frequency_band_pointwise import format_layer_table, plan_layers
+from tvm_freq.runtime import KernelTime
 
 MODEL = "mobilenetv2-224"
 RESULT = "freq-mobilenetv2-224"
@@ -110,6 +111,14 @@ def per_layer(dense_prof, freq_prof, decisions) -> list[dict]:
     return rows
 
 
+def median_profile(rounds: list[list[KernelTime]]) -> list[KernelTime]:
+    """Per kernel call, the median over profiling rounds (same calls in the same order)."""
+    return [
+        KernelTime(calls[0].kernel, statistics.median(c.median_us for c in calls), calls[0].shapes)
+        for calls in zip(*rounds, strict=True)
+    ]
+
+
 def build(masks, tuning, options=None):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UntunedWarning)
@@ -162,7 +171,14 @@ def main(argv: list[str] | None = None) -> int:
             f"{k} {statistics.median(v):.2f} ms" for k, v in samples.items()), flush=True)
 
     dense_ms = statistics.median(samples["dense"])
-    dense_prof = builds["dense"].profile(x)
+    # Per-kernel times, also interleaved round by round: one build profiled in a single
+    # burst can catch a noisy second of the shared machine and skew its whole table.
+    profiles: dict[str, list] = {k: [] for k in builds}
+    for _ in range(args.rounds):
+        for name, model in builds.items():
+            profiles[name].append(model.profile(x))
+    prof_of = {name: median_profile(p) for name, p in profiles.items()}
+    dense_prof = prof_of["dense"]
     rows, results = [], {}
     for name, model in builds.items():
         ms = statistics.median(samples[name])
@@ -180,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
             decisions = model.report.layers
             entry.update(masks_info[name])
             entry["freq_layers"] = sum(d.decision.startswith("freq") for d in decisions)
-            prof = model.profile(x)
+            prof = prof_of[name]
             entry["per_layer"] = per_layer(dense_prof, prof, decisions)
             entry["layer_table"] = format_layer_table(decisions)
             entry["kernel_total_us"] = sum(k.median_us for k in prof)
