@@ -40,7 +40,8 @@ from tvm_freq.frontend import import_model
 from tvm_freq.macs import relax_network_macs
 from tvm_freq.models import bundled_onnx
 from tvm_freq.passes.frequency_band_pointwise import format_layer_table, plan_layers
-from tvm_freq.runtime import KernelTime
+from tvm_freq.pipeline import match_layer_kernels
+from tvm_freq.runtime import median_profile
 
 MODEL = "mobilenetv2-224"
 RESULT = "freq-mobilenetv2-224"
@@ -77,53 +78,24 @@ def masks_for_cut(mod, energies, total: int, cut: float, options: dict):
 
 
 def per_layer(dense_prof, freq_prof, decisions) -> list[dict]:
-    """Each frequency layer's kernel next to the dense build's kernel for the same conv.
-
-    The dense kernel of pointwise conv ``(n, cin, h, w) -> (n, cout, h, w)`` is the next
-    conv kernel (in execution order) with those input and output shapes; it includes
-    whatever Relax fused into it (bias, ReLU6, residual add), as the frequency kernel
-    includes bias and ReLU6.
-    """
-    rows = []
-    di = fi = 0
-    for d in decisions:
-        if not d.decision.startswith("freq"):
-            continue
-        n = 1
-        want_in, want_out = (n, d.cin, d.height, d.width), (n, d.cout, d.height, d.width)
-        while di < len(dense_prof) and not (
-            "conv2d" in dense_prof[di].kernel and dense_prof[di].shapes
-            and dense_prof[di].shapes[0] == want_in and dense_prof[di].shapes[-1] == want_out
-        ):
-            di += 1
-        while fi < len(freq_prof) and not freq_prof[fi].kernel.startswith("freq_fused"):
-            fi += 1
-        if di >= len(dense_prof) or fi >= len(freq_prof):
-            break
-        rows.append({
+    """Each frequency layer's kernel next to the dense build's kernel for the same conv
+    (paired by :func:`tvm_freq.pipeline.match_layer_kernels`)."""
+    times = match_layer_kernels(dense_prof, freq_prof, decisions)
+    return [
+        {
             "layer": f"#{d.ordinal} {d.cin}->{d.cout} @{d.height} k={d.block}",
             "dense_macs": d.dense_macs, "freq_macs": d.freq_macs,
-            "dense_kernel": dense_prof[di].kernel, "freq_kernel": freq_prof[fi].kernel,
-            "dense_us": dense_prof[di].median_us, "freq_us": freq_prof[fi].median_us,
-        })  # fmt: skip
-        di += 1
-        fi += 1
-    return rows
+            "dense_us": times[d.ordinal][0], "freq_us": times[d.ordinal][1],
+        }
+        for d in decisions if d.ordinal in times
+    ]  # fmt: skip
 
 
-def median_profile(rounds: list[list[KernelTime]]) -> list[KernelTime]:
-    """Per kernel call, the median over profiling rounds (same calls in the same order)."""
-    return [
-        KernelTime(calls[0].kernel, statistics.median(c.median_us for c in calls), calls[0].shapes)
-        for calls in zip(*rounds, strict=True)
-    ]
-
-
-def build(masks, tuning, options=None):
+def build(masks, tuning, options=None, profitability="macs"):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UntunedWarning)
         return tvm_freq.build(str(bundled_onnx(MODEL)), masks=masks, tuning=tuning,
-                              freq_options=options)  # fmt: skip
+                              freq_options=options, profitability=profitability)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -137,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="MetaSchedule trials for the frequency kernels before timing")
     ap.add_argument("--min-saving", type=float, default=0.0,
                     help="rewrite only layers whose frequency path saves this MAC fraction")
+    ap.add_argument("--profitability", choices=["macs", "measured"], default="macs",
+                    help="how layers are judged worth rewriting (see tvm_freq.build)")
     ap.add_argument("--out", default=f"docs/results/{RESULT}")
     args = ap.parse_args(argv)
     start = time.perf_counter()
@@ -155,7 +129,16 @@ def main(argv: list[str] | None = None) -> int:
     for cut in args.cuts:
         masks, level, red = masks_for_cut(mod, energies, total, cut, options)
         tuning = Tuning(trials=args.trials) if args.trials else Tuning()
-        model = build(masks, tuning, options)
+        if args.profitability == "measured":
+            # Measured decisions change which layers are rewritten, and so the MACs: pick
+            # the layers by a first measurement, re-aim the energy level, measure again.
+            probe = build(masks, tuning, options, "measured").report.layers
+            lat = {d.ordinal: (d.dense_us, d.freq_us) for d in probe if d.dense_us}
+            masks, level, red = masks_for_cut(
+                mod, energies, total, cut, {**options, "latencies": lat}
+            )
+        model = build(masks, tuning, options, args.profitability)
+        red = network_reduction(model.report.layers, total)  # what the build really did
         name = f"freq -{cut:.0%}"
         builds[name] = model
         masks_info[name] = {"energy": level, "network_mac_reduction": red}
@@ -208,7 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     cmd = "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv or sys.argv[1:])])
     payload = {
         "command": cmd, "model": MODEL, "network_macs": total, "results": results,
-        "min_saving": args.min_saving,
+        "min_saving": args.min_saving, "profitability": args.profitability,
+        "freq_trials": args.trials,
         "wall_time_s": time.perf_counter() - start,
         "environment": {"python": platform.python_version(), "platform": platform.platform(),
                         "tvm": __import__("tvm").__version__, "threads": 1},
@@ -230,8 +214,20 @@ def render(p: dict) -> str:
         f"Batch 1, one thread, median over interleaved rounds, measured in one run "
         f"({p['wall_time_s'] / 60:.1f} min). Whole network: {p['network_macs'] / 1e6:.1f} M MACs. "
         "Profiling-only masks from the coefficient energy of real images (Fashion-MNIST, "
-        "resized to 224); every build uses the same tuning records. Layers rewritten "
-        f"when they save at least {p['min_saving']:.0%} of their MACs.",
+        "resized to 224); every build uses the same tuning records"
+        + (
+            " (the frequency kernels run their hand-written default schedule: no trials of "
+            "their own). "
+            if not p.get("freq_trials")
+            else f", and the frequency kernels get {p['freq_trials']} trials of their own. "
+        )
+        + (
+            "Layers rewritten when their frequency kernel, timed in a real run of the "
+            f"network, is at least {p['min_saving']:.0%} faster than their dense kernel "
+            "(`profitability=\"measured\"`)."
+            if p.get("profitability") == "measured"
+            else f"Layers rewritten when they save at least {p['min_saving']:.0%} of their MACs."
+        ),
         "",
         "| build | whole-network MACs | median | speed-up vs dense | max rel. diff vs dense |",
         "|---|---:|---:|---:|---:|",

@@ -38,6 +38,7 @@ from .target import resolve_target
 
 __all__ = [
     "Tuning", "BuildReport", "UntunedWarning", "apply_default_schedules", "build", "lower", "tune",
+    "measure_latencies", "match_layer_kernels",
 ]  # fmt: skip
 
 class UntunedWarning(UserWarning):
@@ -331,6 +332,109 @@ def tune(
     return lookup
 
 
+def measure_latencies(
+    mod: tvm.IRModule,
+    masks: Any,
+    imported: ImportedModel,
+    target: tvm.target.Target,
+    tuning: Tuning,
+    threads: int = 1,
+    options: dict | None = None,
+    rounds: int = 3,
+) -> dict[int, tuple[float, float]]:
+    """Time each masked layer's frequency kernel against its dense kernel, in real runs.
+
+    Compiles the dense module and one with *every* masked layer rewritten (same records,
+    same tuning budget), then profiles both, interleaved over ``rounds`` (the median per
+    kernel call is kept). The dense kernel of a conv includes what Relax fused into it
+    (bias, ReLU6, a residual add), as the frequency kernel includes bias and ReLU6.
+
+    Parameters
+    ----------
+    mod : tvm.IRModule
+        Imported Relax module.
+    masks : str, pathlib.Path or MaskFile
+        The masks.
+    imported : ImportedModel
+        Input names, shapes and dtypes of ``mod``.
+    target : tvm.target.Target
+        Compilation target.
+    tuning : Tuning
+        Records (and trial budget) for both builds.
+    threads : int
+        Runtime threads.
+    options : dict, optional
+        Options of :class:`tvm_freq.passes.FrequencyBandPointwise`.
+    rounds : int
+        Profiling rounds.
+
+    Returns
+    -------
+    dict
+        ``{conv ordinal: (dense_us, freq_us)}`` for every masked layer found in both runs.
+    """
+    from .passes.frequency_band_pointwise import apply_masks_to_module
+    from .runtime import median_profile
+
+    opts = {k: v for k, v in (options or {}).items() if k not in ("latencies", "force")}
+    forced, layers = apply_masks_to_module(mod, masks=masks, force=True, **opts)
+    quiet = Tuning(**{**tuning.__dict__, "progress": False})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UntunedWarning)  # build() itself warns once
+        dense = _compile(mod, imported, target, quiet, threads, BuildReport(str(target), ""))
+        freq = _compile(forced, imported, target, quiet, threads, BuildReport(str(target), ""))
+    profiles: dict[str, list] = {"dense": [], "freq": []}
+    for _ in range(rounds):
+        profiles["dense"].append(dense.profile())
+        profiles["freq"].append(freq.profile())
+    return match_layer_kernels(
+        median_profile(profiles["dense"]), median_profile(profiles["freq"]), layers
+    )
+
+
+def match_layer_kernels(
+    dense_prof: Sequence[Any], freq_prof: Sequence[Any], layers: Sequence[Any]
+) -> dict[int, tuple[float, float]]:
+    """Pair each rewritten layer's frequency kernel with the dense kernel of its conv.
+
+    Parameters
+    ----------
+    dense_prof, freq_prof : sequence of KernelTime
+        Profiles of the dense and the frequency build (:meth:`CompiledModel.profile`).
+    layers : sequence of LayerDecision
+        Decisions of the frequency build, in conv order.
+
+    Returns
+    -------
+    dict
+        ``{conv ordinal: (dense_us, freq_us)}``. The dense kernel of a conv
+        ``(n, cin, h, w) -> (n, cout, h, w)`` is the next conv kernel in execution order
+        with those shapes; frequency kernels run in conv order.
+    """
+    out: dict[int, tuple[float, float]] = {}
+    di = fi = 0
+    for d in layers:
+        if not d.decision.startswith("freq"):
+            continue
+        n = d.dense_macs // (d.cin * d.cout * d.height * d.width)
+        want_in, want_out = (n, d.cin, d.height, d.width), (n, d.cout, d.height, d.width)
+        while di < len(dense_prof) and not (
+            "conv2d" in dense_prof[di].kernel
+            and dense_prof[di].shapes
+            and dense_prof[di].shapes[0] == want_in
+            and dense_prof[di].shapes[-1] == want_out
+        ):
+            di += 1
+        while fi < len(freq_prof) and not freq_prof[fi].kernel.startswith("freq_fused"):
+            fi += 1
+        if di >= len(dense_prof) or fi >= len(freq_prof):
+            break
+        out[d.ordinal] = (dense_prof[di].median_us, freq_prof[fi].median_us)
+        di += 1
+        fi += 1
+    return out
+
+
 def build(
     model: ModelLike,
     *,
@@ -344,6 +448,8 @@ def build(
     calibrate: Any = None,
     energy: float = 0.99,
     block: int | str = "auto",
+    profitability: str = "macs",
+    measure_rounds: int = 3,
 ) -> CompiledModel:
     """Compile a model for the CPU.
 
@@ -378,12 +484,25 @@ def build(
         Energy fraction kept per channel with ``calibrate``, in ``(0, 1]``.
     block : int or "auto"
         Macroblock size with ``calibrate`` (``"auto"``: :func:`tvm_freq.calibrate.auto_block`).
+    profitability : {"macs", "measured"}
+        How a masked layer is judged worth rewriting. ``"macs"``: its frequency path must
+        cost fewer MACs than the dense conv (fast, no measurement). ``"measured"``: time
+        every masked layer's frequency kernel and its dense kernel inside real runs of two
+        extra builds (see :func:`measure_latencies`) and keep the faster one; this
+        catches dense kernels far from their peak and transforms that cost more than
+        their MACs, for two more compiles.
+    measure_rounds : int
+        Interleaved profiling rounds with ``profitability="measured"``.
 
     Returns
     -------
     CompiledModel
         The compiled model; ``.report`` says what was tuned and, per layer, what was rewritten.
     """
+    if profitability not in ("macs", "measured"):
+        raise ValueError(f"profitability must be 'macs' or 'measured', got {profitability!r}")
+    if measure_rounds < 1:
+        raise ValueError(f"measure_rounds must be >= 1, got {measure_rounds}")
     if isinstance(tuning, int):
         tuning = Tuning(trials=tuning)
     tuning = tuning or Tuning()
@@ -405,7 +524,24 @@ def build(
     if masks is not None:
         from .passes.frequency_band_pointwise import apply_masks_to_module
 
-        mod, report.layers = apply_masks_to_module(mod, masks=masks, **(freq_options or {}))
+        options = dict(freq_options or {})
+        if profitability == "measured":
+            options["latencies"] = measure_latencies(
+                mod, masks, imported, tgt, tuning, threads, options, rounds=measure_rounds
+            )
+        mod, report.layers = apply_masks_to_module(mod, masks=masks, **options)
+    return _compile(mod, imported, tgt, tuning, threads, report)
+
+
+def _compile(
+    mod: tvm.IRModule,
+    imported: ImportedModel,
+    tgt: tvm.target.Target,
+    tuning: Tuning,
+    threads: int,
+    report: BuildReport,
+) -> CompiledModel:
+    """Lower, look up / tune records, schedule and compile a (rewritten) Relax module."""
     mod = lower(mod, tgt, cpu_weight_prepack=tuning.cpu_weight_prepack)
     database = tune(mod, tgt, tuning, report)
     if report.untuned_tasks:
@@ -415,7 +551,7 @@ def build(
             "build(..., tuning=Tuning(trials=N)) or `tvm-freq compile --trials N`; records are "
             "kept and reused.",
             UntunedWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
     start = time.perf_counter()
     with tgt, database:

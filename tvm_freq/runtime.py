@@ -6,6 +6,7 @@ import json
 import os
 import statistics
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,9 @@ import tvm
 import tvm_ffi
 from tvm import relax
 
-__all__ = ["CompiledModel", "BenchmarkResult", "KernelTime", "load", "set_num_threads"]
+__all__ = [
+    "CompiledModel", "BenchmarkResult", "KernelTime", "load", "median_profile", "set_num_threads",
+]  # fmt: skip
 
 _META_SUFFIX = ".tvm_freq.json"
 _META_VERSION = 1
@@ -61,6 +64,27 @@ class KernelTime:
     kernel: str
     median_us: float
     shapes: tuple[tuple[int, ...], ...] = ()  # of the tensor arguments, outputs last
+
+
+def median_profile(rounds: Sequence[Sequence[KernelTime]]) -> list[KernelTime]:
+    """Per kernel call, the median over several :meth:`CompiledModel.profile` rounds.
+
+    Parameters
+    ----------
+    rounds : sequence of lists of KernelTime
+        Profiles of the same model (same calls in the same order).
+
+    Returns
+    -------
+    list of KernelTime
+        One entry per kernel call.
+    """
+    if not rounds:
+        raise ValueError("median_profile needs at least one profile")
+    return [
+        KernelTime(calls[0].kernel, statistics.median(c.median_us for c in calls), calls[0].shapes)
+        for calls in zip(*rounds, strict=True)
+    ]
 
 
 @dataclass

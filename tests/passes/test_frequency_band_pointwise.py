@@ -135,6 +135,51 @@ def test_unmasked_and_unprofitable_layers_stay_dense():
     assert no_masks.decisions[0].decision == "dense: no mask"
 
 
+def test_measured_latencies_override_the_mac_model():
+    mod = import_model(Chain().eval(), input_shape=(1, 3, 8, 8)).mod
+    cheap = _mask(0, 24, 16, 4, kin=[2] * 16)  # far fewer MACs
+    dear = _mask(1, 8, 24, 4, kin=[16] * 24)  # more MACs than dense (transform overhead)
+    masks = MaskFile((cheap, dear), num_pointwise=2)
+    by_macs = FrequencyBandPointwise(masks)
+    by_macs(mod)
+    assert [d.decision.split()[0] for d in by_macs.decisions] == ["freq", "dense:"]
+    # Measured: the cheap layer turned out slower, the dear one faster: time decides.
+    timed = FrequencyBandPointwise(masks, latencies={0: (10.0, 12.0), 1: (10.0, 6.0)})
+    out = timed(mod)
+    assert timed.decisions[0].decision.startswith("dense: slower (1.20x time")
+    assert timed.decisions[1].decision.startswith("freq (0.60x time")
+    assert (timed.decisions[1].dense_us, timed.decisions[1].freq_us) == (10.0, 6.0)
+    assert _count(out, "freq_fused") == 1
+    # min_saving applies to time as well; a layer without a measurement falls back to MACs.
+    strict = FrequencyBandPointwise(masks, latencies={1: (10.0, 6.0)}, min_saving=0.3)
+    strict(mod)
+    assert strict.decisions[0].decision == "freq (0.58x MACs)"  # no time: MAC model
+    strict = FrequencyBandPointwise(masks, latencies={1: (10.0, 6.0)}, min_saving=0.5)
+    strict(mod)
+    assert strict.decisions[0].decision == "dense: unprofitable (0.58x MACs)"
+    assert strict.decisions[1].decision.startswith("dense: too little gain (0.60x time")
+    with pytest.raises(ValueError, match="positive"):
+        FrequencyBandPointwise(masks, latencies={0: (0.0, 1.0)})
+
+
+def test_build_with_measured_profitability():
+    net = Chain().eval()
+    x = torch.randn(1, 3, 16, 16)
+    masks = MaskFile((_mask(0, 24, 16, 4, kin=[3] * 16), _mask(1, 8, 24, 4, kin=[16] * 24)),
+                     num_pointwise=2)  # fmt: skip
+    model = _build(net, x, masks, profitability="measured", measure_rounds=1)
+    layers = model.report.layers
+    # Both layers were timed in real runs, and each decision follows its times.
+    for d in layers:
+        assert d.dense_us > 0 and d.freq_us > 0
+        assert d.decision.startswith("freq") == (d.freq_us < d.dense_us)
+    ref = _build(net, x, masks, freq_options={"latencies": {
+        d.ordinal: (d.dense_us, d.freq_us) for d in layers}})  # fmt: skip
+    np.testing.assert_allclose(model(x), ref(x), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="profitability"):
+        _build(net, x, masks, profitability="guess")
+
+
 def test_mismatched_mask_file_names_the_layer():
     mod = import_model(Mixed().eval(), input_shape=(1, 8, 8, 8)).mod
     wrong_shape = MaskFile((_mask(0, 32, 8, 4, name="features.3.conv"),), num_pointwise=1)

@@ -21,6 +21,7 @@ following constant bias ``add`` and ReLU6 ``clip`` are folded into it as its epi
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -56,6 +57,8 @@ class LayerDecision:
     idct_macs: int = 0
     decision: str = "dense: no mask"
     kernels: list[str] = field(default_factory=list)
+    dense_us: float | None = None
+    freq_us: float | None = None
 
     @property
     def freq_macs(self) -> int:
@@ -149,6 +152,11 @@ class FrequencyBandPointwise:
         MACs (0 = any saving).
     force : bool
         Rewrite every masked conv, profitable or not (for tests and measurements).
+    latencies : mapping of int to (float, float), optional
+        Measured ``(dense_us, freq_us)`` per conv ordinal (see
+        ``tvm_freq.build(..., profitability="measured")``). A layer listed here is
+        rewritten when its frequency kernel is at least ``min_saving`` faster than its
+        dense kernel, whatever the MACs say; other layers fall back to the MAC model.
     kernel : {"fused", "staged"}
         One fused kernel per layer (with the bias and ReLU6 epilogue folded in), or
         separate DCT / GEMM / IDCT kernels per band group.
@@ -161,6 +169,7 @@ class FrequencyBandPointwise:
         max_groups: int = 4,
         min_saving: float = 0.0,
         force: bool = False,
+        latencies: Mapping[int, tuple[float, float]] | None = None,
         kernel: str = "fused",
     ):
         if not isinstance(masks, MaskFile):
@@ -175,6 +184,9 @@ class FrequencyBandPointwise:
         self.max_groups = max_groups
         self.min_saving = min_saving
         self.force = force
+        self.latencies = {int(i): (float(d), float(f)) for i, (d, f) in (latencies or {}).items()}
+        if any(not (d > 0 and f > 0) for d, f in self.latencies.values()):
+            raise ValueError("latencies must be positive (dense_us, freq_us) pairs")
         self.kernel = kernel
         self.decisions: list[LayerDecision] = []
         # Patterns: conv2d with a constant weight (eligibility is checked separately),
@@ -291,11 +303,25 @@ class FrequencyBandPointwise:
                 dec.idct_macs = blocks * kkp * cout * qtot
             else:
                 dec.idct_macs = n * h * w * cout * qtot
+            macs = f"{dec.freq_macs / dec.dense_macs:.2f}x MACs"
+            if i in self.latencies:
+                # Measured kernels beat the MAC model: a dense kernel can be far from its
+                # peak (badly tuned shapes), and a freq kernel's transforms are not free.
+                dec.dense_us, dec.freq_us = self.latencies[i]
+                speed = f"{dec.freq_us / dec.dense_us:.2f}x time"
+                if not self.force and dec.freq_us >= dec.dense_us * (1.0 - self.min_saving):
+                    why = "slower" if dec.freq_us >= dec.dense_us else "too little gain"
+                    dec.decision = f"dense: {why} ({speed}, {macs})"
+                    out.append(None)
+                    continue
+                dec.decision = f"freq ({speed}, {macs})"
+                out.append((lm, plan))
+                continue
             if not self.force and dec.freq_macs >= dec.dense_macs * (1.0 - self.min_saving):
-                dec.decision = f"dense: unprofitable ({dec.freq_macs / dec.dense_macs:.2f}x MACs)"
+                dec.decision = f"dense: unprofitable ({macs})"
                 out.append(None)
                 continue
-            dec.decision = f"freq ({dec.freq_macs / dec.dense_macs:.2f}x MACs)"
+            dec.decision = f"freq ({macs})"
             out.append((lm, plan))
         return out
 
@@ -518,7 +544,8 @@ def apply_masks_to_module(
     masks : str, os.PathLike or MaskFile
         The masks.
     **options : Any
-        ``max_groups``, ``min_saving``, ``force`` of :class:`FrequencyBandPointwise`.
+        ``max_groups``, ``min_saving``, ``force``, ``latencies``, ``kernel`` of
+        :class:`FrequencyBandPointwise`.
 
     Returns
     -------
