@@ -72,6 +72,7 @@ def _build(args):
         masks=getattr(args, "masks", None),
         tuning=_tuning(args),
         threads=args.threads,
+        profitability=getattr(args, "profitability", "macs"),
     )
     print(f"compiled {args.model} in {time.perf_counter() - start:.1f} s", file=sys.stderr)
     print(compiled.report, file=sys.stderr)
@@ -144,6 +145,9 @@ def _common(p: argparse.ArgumentParser, *, model: bool = True) -> None:
         p.add_argument("--input-shape", type=_shape, default=None, help="e.g. 1,3,224,224")
         p.add_argument("--target", default=None, help="e.g. 'llvm -mcpu=skylake-avx512'")
         p.add_argument("--masks", default=None, help="frequency-band mask file (JSON)")
+        p.add_argument("--profitability", choices=["macs", "measured"], default="macs",
+                       help="rewrite a masked layer by MACs, or by its kernels timed in real "
+                            "runs (two more compiles)")  # fmt: skip
         p.add_argument("--trials", type=int, default=0, help="tune kernels without records")
         p.add_argument("--max-trials-per-task", type=int, default=None)
         p.add_argument("--retune", action="store_true", help="also tune kernels with records")
