@@ -378,7 +378,8 @@ def measure_latencies(
 
     opts = {k: v for k, v in (options or {}).items() if k not in ("latencies", "force")}
     forced, layers = apply_masks_to_module(mod, masks=masks, force=True, **opts)
-    quiet = Tuning(**{**tuning.__dict__, "progress": False})
+    # Missing records are tuned (and kept) here once; retuning is left to the final build.
+    quiet = Tuning(**{**tuning.__dict__, "progress": False, "retune": False})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UntunedWarning)  # build() itself warns once
         dense = _compile(mod, imported, target, quiet, threads, BuildReport(str(target), ""))
