@@ -504,6 +504,11 @@ def build(
         raise ValueError(f"profitability must be 'macs' or 'measured', got {profitability!r}")
     if measure_rounds < 1:
         raise ValueError(f"measure_rounds must be >= 1, got {measure_rounds}")
+    if profitability == "measured" and "latencies" in (freq_options or {}):
+        raise ValueError(
+            "give freq_options['latencies'] or profitability='measured' (which measures "
+            "them), not both"
+        )
     if isinstance(tuning, int):
         tuning = Tuning(trials=tuning)
     tuning = tuning or Tuning()

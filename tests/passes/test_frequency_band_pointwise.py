@@ -178,6 +178,8 @@ def test_build_with_measured_profitability():
     np.testing.assert_allclose(model(x), ref(x), rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="profitability"):
         _build(net, x, masks, profitability="guess")
+    with pytest.raises(ValueError, match="not both"):
+        _build(net, x, masks, profitability="measured", freq_options={"latencies": {}})
 
 
 def test_mismatched_mask_file_names_the_layer():
