@@ -49,13 +49,13 @@ from tvm_freq.specnet import calibrate_, get_specnet, spectral_layers
 PRESETS: dict[str, dict[str, Any]] = {
     "smoke": dict(steps=3, epochs=None, batch=16, train_limit=256, test_limit=128,
                   vgg_width=0.125, densenet_depth=10, densenet_growth=12, densenet_width=0.25,
-                  optimizer="adam", lr=1e-3, peak=True),
+                  optimizer="adam", lr=1e-3, schedule="constant", peak=True),
     "reduced": dict(steps=150, epochs=None, batch=64, train_limit=9600, test_limit=2000,
                     vgg_width=0.25, densenet_depth=22, densenet_growth=12, densenet_width=0.5,
-                    optimizer="adam", lr=1e-3, peak=True),
+                    optimizer="adam", lr=1e-3, schedule="constant", peak=True),
     "full": dict(steps=None, epochs=300, batch=128, train_limit=None, test_limit=None,
                  vgg_width=1.0, densenet_depth=40, densenet_growth=12, densenet_width=1.0,
-                 optimizer="sgd", lr=0.02, peak=True),
+                 optimizer="sgd", lr=0.02, schedule="step50", peak=True),
 }  # fmt: skip
 
 
@@ -78,6 +78,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--densenet-width", type=float)
     ap.add_argument("--optimizer", choices=["adam", "sgd"])
     ap.add_argument("--lr", type=float)
+    ap.add_argument(
+        "--schedule",
+        choices=["constant", "cosine", "step50"],
+        help="LR schedule: constant, cosine decay to 0 over the run, or the paper's halving "
+        "every 50 epochs",
+    )
     ap.add_argument("--weight-decay", type=float, default=0.0)
     ap.add_argument("--no-peak", dest="peak", action="store_false", default=None)
     ap.add_argument(
@@ -107,15 +113,20 @@ def model_kwargs(name: str, args: argparse.Namespace) -> dict[str, Any]:
     raise ValueError(f"unsupported model {name!r} (use vgg16 or densenet)")
 
 
-def make_optimizer(model: torch.nn.Module, args: argparse.Namespace, steps_per_epoch: int):
-    """Optimizer and per-step LR schedule (the paper's: halve every 50 epochs, for SGD)."""
+def make_optimizer(
+    model: torch.nn.Module, args: argparse.Namespace, steps_per_epoch: int, steps: int
+):
+    """Optimizer and per-step LR schedule (``--schedule``)."""
     if args.optimizer == "adam":
         opt = torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-        return opt, None
-    opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.95,
-                          weight_decay=args.weight_decay)  # fmt: skip
-    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=50 * steps_per_epoch, gamma=0.5)
-    return opt, sched
+    else:
+        opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.95,
+                              weight_decay=args.weight_decay)  # fmt: skip
+    if args.schedule == "cosine":
+        return opt, torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+    if args.schedule == "step50":  # the paper's: halve every 50 epochs
+        return opt, torch.optim.lr_scheduler.StepLR(opt, 50 * steps_per_epoch, gamma=0.5)
+    return opt, None
 
 
 @torch.no_grad()
@@ -143,7 +154,7 @@ def train_one(name: str, spectral: bool, beta: float, data: dict, args: argparse
     n = len(x)
     steps_per_epoch = max(1, n // args.batch)
     steps = args.steps if args.steps is not None else args.epochs * steps_per_epoch
-    opt, sched = make_optimizer(model, args, steps_per_epoch)
+    opt, sched = make_optimizer(model, args, steps_per_epoch, steps)
     g = torch.Generator().manual_seed(args.seed)
     perm = torch.randperm(n, generator=g)
     saved, losses, densities = [], [], []

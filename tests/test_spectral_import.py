@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
 import tvm
-from tvm import relax
 
+import tvm_freq
+from tvm_freq.pipeline import UntunedWarning
 from tvm_freq.specnet import SPECNET_NAMES, calibrate_, get_specnet, spectral_layers
 from tvm_freq.spectral_import import lower_specnet, specnet_to_relax
 
@@ -35,6 +38,14 @@ def test_lowered_module_matches_the_training_path(name):
     torch.testing.assert_close(out, ref, atol=1e-5 * float(ref.abs().max()), rtol=0)
 
 
+def test_spec_lenet_imports_as_standard_ops():
+    model = _trained_like("lenet", beta=0.8)
+    mod = specnet_to_relax(model, torch.randn(2, 1, 32, 32))
+    assert isinstance(mod, tvm.IRModule)
+    text = mod.script()
+    assert "R.matmul" in text and "R.tanh" in text and "fft" not in text.lower()
+
+
 def test_compiled_spec_lenet_matches_pytorch():
     model = _trained_like("lenet", beta=0.8)
     x = torch.randn(2, 1, 32, 32)
@@ -42,17 +53,17 @@ def test_compiled_spec_lenet_matches_pytorch():
         ref = model(x).numpy()
     densities = [m.last_density for _, m in spectral_layers(model)]
     assert all(0 < d < 0.9 for d in densities)  # the threshold really drops entries
-    mod = specnet_to_relax(model, x)
-    assert isinstance(mod, tvm.IRModule)
-    text = mod.script()
-    assert "R.matmul" in text and "R.tanh" in text and "fft" not in text.lower()
-    ex = tvm.compile(mod, target="llvm")
-    vm = relax.VirtualMachine(ex, tvm.cpu())
-    out = vm["main"](tvm.runtime.tensor(x.numpy()))
-    got = (out[0] if not hasattr(out, "numpy") else out).numpy()
+    model.train()  # build compiles inference (eval) whatever the model's mode
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UntunedWarning)
+        compiled = tvm_freq.build(model, input_shape=tuple(x.shape))
+    got = compiled(x)
     assert got.shape == ref.shape
     rel = np.abs(got - ref).max() / np.abs(ref).max()
     assert rel < 1e-4, rel
+    # The model given to build is untouched: still the compact training path.
+    assert not any(m.lowering for _, m in spectral_layers(model))
+    assert model.training
 
 
 def test_rejects_models_without_spectral_blocks():

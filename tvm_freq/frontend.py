@@ -158,6 +158,16 @@ def _from_torch(model, input_shape, example_inputs) -> ImportedModel:
         example_inputs = (torch.zeros(tuple(input_shape)),)
     elif isinstance(example_inputs, torch.Tensor):
         example_inputs = (example_inputs,)
+    from .specnet import spectral_layers
+
+    if spectral_layers(model):
+        # The SpecNet training path (complex tensors, compact storage, a custom autograd
+        # Function) cannot be exported; its modules provide a real-arithmetic lowering.
+        from .spectral_import import lower_specnet
+
+        if len(example_inputs) != 1:
+            raise ModelImportError("a Spec-network takes exactly one input")
+        model = lower_specnet(model, example_inputs[0])
     was_training = model.training
     model.eval()
     try:
