@@ -70,8 +70,8 @@ def test_saved_bytes_match_kept_entries_for_a_chain():
     for h in hooks:
         h.remove()
     # Complex and byte storages are exactly the blocks' kept values and bitmasks, plus the
-    # box-filter spectrum of the head's spectral 2x2 pooling on the last 18x18 grid.
-    box = 18 * 10 * 8
+    # box-filter spectrum of the head's spectral 2x2 pooling on the last 10x10 grid.
+    box = 10 * 6 * 8
     assert stats.by_dtype["complex64"] == sum(o.values.numel() * 8 for o in outs) + box
     assert stats.by_dtype["uint8"] == sum(o.bits.numel() for o in outs)
     # No dense float feature map is saved: float32 is the input image plus the classifier's

@@ -728,9 +728,15 @@ class _KernelSlices:
         return gx, gw
 
 
-def _conv_core(cfg: _BlockCfg, Xf: torch.Tensor, ks: _KernelSlices, bias: torch.Tensor | None):
-    Y = _from_freq_major(ks.forward(Xf), cfg.grid)
+def _project_output(cfg: _BlockCfg, Y: torch.Tensor) -> torch.Tensor:
+    # Stride (decimation), then drop the halo of the linear convolution: the stored map is
+    # the spectrum of the block's output on its own support grid (linear in Y).
     Y = spectral_decimate(Y, cfg.stride, cfg.grid)
+    return spectral_crop(Y, cfg.grid // cfg.stride, cfg.out_support, cfg.out_grid)
+
+
+def _conv_core(cfg: _BlockCfg, Xf: torch.Tensor, ks: _KernelSlices, bias: torch.Tensor | None):
+    Y = _project_output(cfg, _from_freq_major(ks.forward(Xf), cfg.grid))
     if bias is not None:
         # A constant b on the G' x G' grid has orthonormal DC coefficient b * G'.
         # In place is safe: Y is a fresh tensor and this runs without autograd.
@@ -825,12 +831,12 @@ class _SpectralBlockFn(torch.autograd.Function):
             GY = g_values.new_zeros(m.shape).masked_scatter(m, g_values[out_off[b0] : out_off[b1]])
             if g_bias is not None:
                 g_bias += (GY[..., 0, 0].real.sum(0) * cfg.out_grid).to(bias.dtype)
-            if cfg.stride > 1:  # adjoint of the (linear) decimation
+            if cfg.stride > 1 or cfg.grid != cfg.out_grid:  # adjoint of the linear projection
                 pre = (b1 - b0, cfg.cout, cfg.grid, _half(cfg.grid))
                 dummy = torch.zeros(pre, dtype=GY.dtype, requires_grad=True)
                 with torch.enable_grad():
-                    dec = spectral_decimate(dummy, cfg.stride, cfg.grid)
-                (GY,) = torch.autograd.grad(dec, dummy, GY)
+                    proj = _project_output(cfg, dummy)
+                (GY,) = torch.autograd.grad(proj, dummy, GY)
             GYf = _freq_major(GY)
             del GY
             with torch.enable_grad():
@@ -905,10 +911,12 @@ def spectral_conv2d_reference(
         X = spectral_crop(x, in_grid, support, grid)
     Y = torch.einsum("bihw,oihw->bohw", X, kernel_spectrum(weight, grid, padding).to(X.dtype))
     Y = spectral_decimate(Y, stride, grid)
+    out = -(-(support + 2 * padding - k + 1) // stride)
+    Y = spectral_crop(Y, grid // stride, out, out)
     if bias is not None:
         dc = torch.zeros_like(Y)
         dc[..., 0, 0] = 1
-        Y = Y + dc * (bias * (grid // stride)).to(Y.dtype)[:, None, None]
+        Y = Y + dc * (bias * out).to(Y.dtype)[:, None, None]
     Y = spectral_threshold(Y, beta)
     return spectral_tanh(Y) if activation == "tanh" else Y
 
@@ -1056,14 +1064,15 @@ class SpectralConv2d(nn.Module):
         Returns
         -------
         tuple of int
-            Conv grid, output grid after the stride, and output support.
+            Conv grid, grid of the stored output and output support; the last two are
+            equal, since a block stores its output on its own support grid.
         """
         if self.pointwise and grids:
             grid = max(max(grids), size)
         else:
             grid = conv_grid(size, self.kernel_size, self.stride)
-        out = size + 2 * self.padding - self.kernel_size + 1
-        return grid, grid // self.stride, -(-out // self.stride)
+        out = -(-(size + 2 * self.padding - self.kernel_size + 1) // self.stride)
+        return grid, out, out
 
     def forward(self, x: Input) -> SpecMap:
         """Run the block.
@@ -1431,10 +1440,11 @@ def _real_block(mod: SpectralConv2d, inputs, pieces, batch, grid, out_grid, out_
     yi = torch.matmul(xr, ki) + torch.matmul(xi, kr)
     yr = yr.permute(1, 2, 0).reshape(batch, cout, grid, _half(grid))
     yi = yi.permute(1, 2, 0).reshape(batch, cout, grid, _half(grid))
-    if mod.stride > 1:  # spectrum of y[::s, ::s]: inverse on the kept rows/cols, forward again
-        pos = tuple(range(0, grid, mod.stride))
-        ys = _real_irdft2(mod, yr, yi, grid, pos, f"stride_g{grid}")
-        yr, yi = _real_rdft2(mod, ys, out_grid, f"stride_g{grid}")
+    if mod.stride > 1 or grid != out_grid:
+        # Stride and halo crop (_project_output): inverse at the kept rows/cols, forward again.
+        pos = tuple(range(0, grid, mod.stride))[:out_support]
+        ys = _real_irdft2(mod, yr, yi, grid, pos, f"out_g{grid}")
+        yr, yi = _real_rdft2(mod, ys, out_grid, f"out_g{grid}")
     if mod.bias is not None:
 
         def dc(part):
@@ -1730,7 +1740,10 @@ class SpecDenseNet(_SpecBase):
             if b < len(self.transitions):
                 feats = [self.pool(self.transitions[b](feats))]
         out = self.head(feats)
-        return self.classifier(torch.flatten(F.adaptive_avg_pool2d(out, 1), 1))
+        # ReLU before the global pool: spectral conv and tanh act per frequency, so without
+        # a spatial nonlinearity the pooled (DC) features would see little but the DC path.
+        # The twin's maps are already ReLU outputs, where it is the identity.
+        return self.classifier(torch.flatten(F.adaptive_avg_pool2d(F.relu(out), 1), 1))
 
 
 def _init_weights(model: nn.Module) -> None:
