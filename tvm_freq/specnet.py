@@ -1740,10 +1740,7 @@ class SpecDenseNet(_SpecBase):
             if b < len(self.transitions):
                 feats = [self.pool(self.transitions[b](feats))]
         out = self.head(feats)
-        # ReLU before the global pool: spectral conv and tanh act per frequency, so without
-        # a spatial nonlinearity the pooled (DC) features would see little but the DC path.
-        # The twin's maps are already ReLU outputs, where it is the identity.
-        return self.classifier(torch.flatten(F.adaptive_avg_pool2d(F.relu(out), 1), 1))
+        return self.classifier(torch.flatten(F.adaptive_avg_pool2d(out, 1), 1))
 
 
 def _init_weights(model: nn.Module) -> None:
