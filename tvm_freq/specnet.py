@@ -25,25 +25,25 @@ For an input supported on ``M x M`` and a ``k x k`` kernel with padding ``p`` th
    convolution;
 3. stride ``s``: decimation in frequency (the spectrum of ``y[::s, ::s]`` is the mean
    of the ``s x s`` spectral replicas), giving grid ``G / s``;
-4. adds the bias (a constant map is a DC term), thresholds (``|Y| <= beta -> 0``) and
+4. crops the halo of the linear convolution: the output is projected onto its own support
+   ``M' x M'`` and stored on that grid, ``rfft2(irfft2(Y)[:M', :M'])`` (storing the halo
+   would cost entries that every consumer crops away);
+5. adds the bias (a constant map is a DC term), thresholds (``|Y| <= beta -> 0``) and
    applies the spectral tanh ``f(a + ib) = tanh(a) + i tanh(b)``, which keeps zeros at
    zero (sparsity) and conjugate symmetry (the inverse transform stays real).
 
 Bounded spatial size
 --------------------
-Each block's output keeps the halo of the full linear convolution (step 2), and the
-spectral tanh spreads energy over the whole grid, so a block could not simply reuse
-its input grid without wrap-around. Every block therefore starts by *projecting* its
-spectral input onto the valid support: ``X = rfft2(crop(irfft2(Z)), s=(G, G))``. This is
-a fixed linear map of the spectrum (a spectral-domain crop); it is evaluated with an
-inverse/forward FFT pair because that is ``O(G^2 log G)`` instead of a dense
-``G^2 x G^2`` operator. It is recomputed in backward from the compact input, so no
-dense or spatial tensor is ever stored. Spatial size therefore stays at the "same"
-convolution size and the grid at ``M + k - 1``. A 1x1 unpadded conv commutes with the
-crop, so it skips the pair, runs on its input's grid and passes the halo on (its
-kernel spectrum is constant: one plain GEMM). Average pooling (:class:`AvgPool`) is done
-in frequency (box-filter product + decimation) and folded lazily into the next
-consumer's projection.
+A spectral input lives on its own support grid ``M x M``; the next block re-grids it onto
+its linear-convolution grid, ``X = rfft2(irfft2(Z), s=(G, G))`` (zero padding in the
+spectral domain). Crop (step 4) and re-gridding are fixed linear maps of the spectrum,
+evaluated with inverse/forward FFT pairs because that is ``O(G^2 log G)`` instead of a
+dense ``G^2 x G^2`` operator; backward recomputes the re-gridding from the compact input
+and applies the adjoint of the crop, so no dense or spatial tensor is ever stored.
+Spatial size therefore stays at the "same" convolution size. A 1x1 unpadded conv needs
+neither: it runs on its input's grid (its kernel spectrum is constant: one plain GEMM).
+Average pooling (:class:`AvgPool`) is done in frequency (box-filter product +
+decimation) and folded lazily into the next consumer.
 
 Storage and gradients
 ---------------------
