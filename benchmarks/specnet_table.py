@@ -255,8 +255,12 @@ def markdown(report: dict) -> str:
         f"{report['config']['jobs']} training(s) at a time.",
         "",
         "Training (the same for every model and twin): {steps} steps of {batch} images "
-        "({optimizer}, lr {lr}, {schedule} schedule) from {train_limit} training images; "
-        "{test_limit} test images.".format(**report["config"]),
+        "({optimizer}, lr {lr}, {schedule} schedule) from {train} training images; "
+        "{test} test images.".format(
+            **report["config"],
+            train=report["config"]["train_limit"] or "all",
+            test=report["config"]["test_limit"] or "all",
+        ),
         "",
         "Memory columns are SpecNet / spatial twin: *saved* = bytes autograd saves for "
         "backward (mean over training steps), *peak* = extra resident memory of one "

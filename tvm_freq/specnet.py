@@ -639,7 +639,7 @@ def _front(cfg: _BlockCfg, parts: Sequence[tuple[torch.Tensor, torch.Tensor | No
                 continue
             support //= piece.pool
         if cfg.keep_halo and grid == cfg.grid:
-            out.append(z)  # 1x1 conv: commutes with the crop, which the next block does
+            out.append(z)  # 1x1 conv: runs on its input's own grid, nothing to re-grid
         else:
             out.append(spectral_crop(z, grid, support, cfg.grid))
     return out[0] if len(out) == 1 else torch.cat(out, 1)
@@ -1046,8 +1046,8 @@ class SpectralConv2d(nn.Module):
 
     @property
     def pointwise(self) -> bool:
-        """A 1x1, stride-1, unpadded conv: it commutes with the crop, so it runs on the
-        input's own grid and leaves the halo for the next block to crop."""
+        """A 1x1, stride-1, unpadded conv: its output support is its input's, so it runs on
+        the input's own grid, with no re-gridding and no halo to crop."""
         return self.kernel_size == 1 and self.padding == 0 and self.stride == 1
 
     def geometry(self, size: int, grids: Sequence[int] = ()) -> tuple[int, int, int]:
