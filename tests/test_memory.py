@@ -85,3 +85,13 @@ def test_peak_rss_runs_in_a_fresh_process():
     res = peak_rss_step("lenet", x, y, spectral=True, beta=1.0, width=0.5)
     assert res["peak_bytes"] > 0 and res["rss_before_bytes"] > res["peak_bytes"]
     assert isinstance(res["method"], str)
+
+
+def test_peak_worker_uses_the_given_workspace():
+    # The block workspace bounds the transient dense spectra: a 64 MiB workspace holds the
+    # whole batch's spectra at once, a 64 KiB one a few items at a time.
+    x, y = torch.randn(32, 1, 32, 32), torch.randint(0, 10, (32,))
+    kw = dict(spectral=True, beta=1.0, width=0.25)
+    small = peak_rss_step("vgg16", x, y, workspace_bytes=64 << 10, **kw)["peak_bytes"]
+    large = peak_rss_step("vgg16", x, y, workspace_bytes=64 << 20, **kw)["peak_bytes"]
+    assert small < 0.8 * large

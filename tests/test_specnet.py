@@ -297,6 +297,26 @@ def test_models_and_their_spatial_twins(name):
         assert all(p.grad is not None for p in model.parameters())
 
 
+@pytest.mark.parametrize("head_size", [1, 2, 4, 8])
+def test_densenet_head_pools_the_final_map_to_head_size(head_size):
+    kw = dict(width=0.25, depth=10, in_channels=1, num_classes=5, head_size=head_size)
+    spec = get_specnet("densenet", beta=0.0, **kw)
+    twin = get_specnet("densenet", spectral=False, **kw)
+    x = torch.randn(2, 1, 32, 32)
+    for model in (spec, twin):
+        maps: dict = {}
+        model.head.register_forward_hook(lambda _m, _i, out, maps=maps: maps.update(out=out))
+        logits = model(x)
+        out = maps["out"]
+        assert out.shape[-2:] == (8, 8)
+        # The classifier reads the head_size x head_size average pool of the final map.
+        assert model.classifier.in_features == out.shape[1] * head_size**2
+        pooled = F.avg_pool2d(out, 8 // head_size).flatten(1)
+        torch.testing.assert_close(logits, model.classifier(pooled))
+    with pytest.raises(ValueError, match="head_size"):
+        get_specnet("densenet", depth=10, head_size=3)
+
+
 def test_get_specnet_names_and_set_beta():
     m = get_specnet("Spec-VGG-16", width=0.125)
     assert isinstance(m, torch.nn.Module) and len(spectral_layers(m)) == 13

@@ -3,12 +3,32 @@
 Data flow: model (``models``) -> import (``frontend``) -> passes (``passes``) ->
 kernels (``tvm_freq.kernels``) -> schedules (``tvm_freq.schedules``) -> build
 (``pipeline``) -> run (``runtime``).
+
+The compiler names below load TVM on first use, so the PyTorch-only parts
+(``tvm_freq.specnet``, ``tvm_freq.train``, ``tvm_freq.memory``) import and train on
+machines without TVM.
 """
 
-from .pipeline import BuildReport, Tuning, UntunedWarning, build
-from .runtime import BenchmarkResult, CompiledModel, load
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .pipeline import BuildReport, Tuning, UntunedWarning, build
+    from .runtime import BenchmarkResult, CompiledModel, load
 
 __version__ = "0.1.0"
+
+_LAZY = {
+    "build": "pipeline",
+    "Tuning": "pipeline",
+    "BuildReport": "pipeline",
+    "UntunedWarning": "pipeline",
+    "load": "runtime",
+    "CompiledModel": "runtime",
+    "BenchmarkResult": "runtime",
+}
 
 __all__ = [
     "build",
@@ -20,3 +40,17 @@ __all__ = [
     "BenchmarkResult",
     "__version__",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # PEP 562: import the TVM-backed modules only when one of their names is asked for.
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'tvm_freq' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -211,6 +211,9 @@ def _peak_worker(config: Mapping[str, Any]) -> dict[str, Any]:
     )  # fmt: skip
     if config.get("state"):
         model.load_state_dict(torch.load(config["state"], weights_only=True))
+    if config.get("workspace_bytes"):
+        for _, layer in spectral_layers(model):
+            layer.workspace_bytes = int(config["workspace_bytes"])
     data = torch.load(config["data"], weights_only=True)
     x, y = data["x"], data["y"]
     model.train()
@@ -251,6 +254,7 @@ def peak_rss_step(
     state_dict: Mapping[str, torch.Tensor] | None = None,
     threads: int = 1,
     model_kwargs: Mapping[str, Any] | None = None,
+    workspace_bytes: int | None = None,
     timeout: float = 600.0,
 ) -> dict[str, Any]:
     """Peak extra resident memory of one training step, measured in a fresh process.
@@ -271,6 +275,9 @@ def peak_rss_step(
         Torch intra-op threads in the worker.
     model_kwargs : mapping, optional
         Extra constructor arguments.
+    workspace_bytes : int, optional
+        ``SpectralConv2d.workspace_bytes`` of every spectral block (default: the
+        library default); the transient peak grows with it.
     timeout : float
         Seconds before the worker is killed.
 
@@ -290,7 +297,7 @@ def peak_rss_step(
         config = dict(
             name=name, spectral=spectral, beta=beta, width=width, in_channels=int(x.shape[1]),
             num_classes=num_classes, state=state, data=str(tmpdir / "data.pt"), threads=threads,
-            model_kwargs=dict(model_kwargs or {}),
+            model_kwargs=dict(model_kwargs or {}), workspace_bytes=workspace_bytes,
         )  # fmt: skip
         cfg_path = tmpdir / "config.json"
         cfg_path.write_text(json.dumps(config))
@@ -370,6 +377,7 @@ def memory_ratios(
     peak: bool = True,
     threads: int = 1,
     model_kwargs: Mapping[str, Any] | None = None,
+    workspace_bytes: int | None = None,
 ) -> list[MemoryRatio]:
     """SpecNet training memory over thresholds, as ratios to the spatial twin.
 
@@ -396,6 +404,9 @@ def memory_ratios(
         Torch threads for the peak workers.
     model_kwargs : mapping, optional
         Extra constructor arguments.
+    workspace_bytes : int, optional
+        Working memory of each spectral block in the peak workers (default: the library
+        default). Saved-for-backward bytes do not depend on it.
 
     Returns
     -------
@@ -430,7 +441,8 @@ def memory_ratios(
         if peak:
             p = peak_rss_step(name, x, y, spectral=True, beta=float(beta), width=width,
                               num_classes=num_classes, state_dict=model.state_dict(),
-                              threads=threads, model_kwargs=kw)["peak_bytes"]  # fmt: skip
+                              threads=threads, model_kwargs=kw,
+                              workspace_bytes=workspace_bytes)["peak_bytes"]  # fmt: skip
             r.peak_bytes, r.spatial_peak_bytes = p, base_peak
             r.peak_ratio = p / base_peak if base_peak else None
         out.append(r)
@@ -456,7 +468,12 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     r.add_argument("--no-peak", action="store_true")
     r.add_argument("--threads", type=int, default=1)
     r.add_argument("--seed", type=int, default=0)
-    return ap.parse_args(argv)
+    r.add_argument("--workspace-mb", type=float, default=None,
+                   help="working memory of each spectral block (default: the library's)")
+    args = ap.parse_args(argv)
+    if getattr(args, "workspace_mb", None) is not None and args.workspace_mb <= 0:
+        ap.error("--workspace-mb must be positive")
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -481,9 +498,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     g = torch.Generator().manual_seed(args.seed)
     x = torch.randn(args.batch, args.in_channels, 32, 32, generator=g)
     y = torch.randint(0, args.num_classes, (args.batch,), generator=g)
+    ws = None if args.workspace_mb is None else int(args.workspace_mb * 2**20)
     rows = memory_ratios(args.model, x, y, args.betas, width=args.width,
                          num_classes=args.num_classes, peak=not args.no_peak,
-                         threads=args.threads)  # fmt: skip
+                         threads=args.threads, workspace_bytes=ws)  # fmt: skip
     print(json.dumps([r.as_dict() for r in rows], indent=1))
     return 0
 

@@ -132,7 +132,9 @@ Activation = Literal["tanh"] | None
 
 # Dense spectra of one block are materialised for at most this many bytes' worth of
 # batch items at a time (SpectralConv2d.workspace_bytes), bounding the transient peak.
-DEFAULT_WORKSPACE_BYTES = 2 << 20
+# 512 KiB keeps a training step's peak below the spatial twin's for the benchmark models
+# at a few percent of speed (docs/specnet.md); GPUs want far more (--workspace-mb).
+DEFAULT_WORKSPACE_BYTES = 512 << 10
 
 # --------------------------------------------------------------------------- compact storage
 
@@ -673,7 +675,8 @@ class _KernelSlices:
             self.wc = self.w.view(ci, co).to(dtype)
             return
         pr, pi = _phase_matrix(k, cfg.grid, cfg.padding)
-        self.pr, self.pi = pr.to(weight.dtype), pi.to(weight.dtype)
+        self.pr = pr.to(device=weight.device, dtype=weight.dtype)
+        self.pi = pi.to(device=weight.device, dtype=weight.dtype)
         n = pr.shape[0]
         self.slices = [(f, min(f + fchunk, n)) for f in range(0, n, fchunk)]
         # One slice: compute once and reuse across batch chunks.
@@ -833,7 +836,7 @@ class _SpectralBlockFn(torch.autograd.Function):
                 g_bias += (GY[..., 0, 0].real.sum(0) * cfg.out_grid).to(bias.dtype)
             if cfg.stride > 1 or cfg.grid != cfg.out_grid:  # adjoint of the linear projection
                 pre = (b1 - b0, cfg.cout, cfg.grid, _half(cfg.grid))
-                dummy = torch.zeros(pre, dtype=GY.dtype, requires_grad=True)
+                dummy = torch.zeros(pre, dtype=GY.dtype, device=GY.device, requires_grad=True)
                 with torch.enable_grad():
                     proj = _project_output(cfg, dummy)
                 (GY,) = torch.autograd.grad(proj, dummy, GY)
@@ -1677,6 +1680,9 @@ class SpecDenseNet(_SpecBase):
         Growth rate ``k`` before ``width``.
     compression : float
         Transition compression.
+    head_size : int
+        The final 8x8 map is average-pooled to ``head_size x head_size`` and flattened
+        into the classifier: 1 is DenseNet's global average pool; 1, 2, 4 or 8.
     """
 
     def __init__(
@@ -1690,6 +1696,7 @@ class SpecDenseNet(_SpecBase):
         depth: int = 40,
         growth: int = 12,
         compression: float = 0.5,
+        head_size: int = 1,
     ):
         super().__init__()
         _check_common(in_channels, num_classes, width, beta)
@@ -1697,6 +1704,9 @@ class SpecDenseNet(_SpecBase):
             raise ValueError(f"depth must be 6n + 4 with n >= 1, got {depth}")
         if not 0 < compression <= 1:
             raise ValueError("compression must be in (0, 1]")
+        if head_size not in (1, 2, 4, 8):
+            raise ValueError(f"head_size must be 1, 2, 4 or 8, got {head_size}")
+        self.head_size = head_size
         self.in_channels = in_channels
         n = (depth - 4) // 6
         k = _ch(growth, width)
@@ -1717,7 +1727,7 @@ class SpecDenseNet(_SpecBase):
                 c = co
         self.pool = AvgPool(2)
         self.head = ToSpatial()
-        self.classifier = nn.Linear(c, num_classes)
+        self.classifier = nn.Linear(c * head_size**2, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Classify ``[B, C, 32, 32]`` images.
@@ -1740,7 +1750,7 @@ class SpecDenseNet(_SpecBase):
             if b < len(self.transitions):
                 feats = [self.pool(self.transitions[b](feats))]
         out = self.head(feats)
-        return self.classifier(torch.flatten(F.adaptive_avg_pool2d(out, 1), 1))
+        return self.classifier(torch.flatten(F.adaptive_avg_pool2d(out, self.head_size), 1))
 
 
 def _init_weights(model: nn.Module) -> None:
