@@ -56,7 +56,7 @@ import torch.nn.functional as F
 
 from tvm_freq.data import load_dataset
 from tvm_freq.memory import SavedTensorCounter, peak_rss_step
-from tvm_freq.specnet import calibrate_, get_specnet, spectral_layers
+from tvm_freq.specnet import calibrate_, get_specnet, set_workspace, spectral_layers
 
 PRESETS: dict[str, dict[str, Any]] = {
     "smoke": dict(steps=3, epochs=None, batch=16, train_limit=256, test_limit=128,
@@ -192,8 +192,7 @@ def train_one(name: str, spectral: bool, beta: float, data: dict, args: argparse
     calibrate_(model, x[:256])
     model.to(args.device).train()
     if args.workspace_mb is not None:
-        for _, layer in spectral_layers(model):
-            layer.workspace_bytes = int(args.workspace_mb * 2**20)
+        set_workspace(model, int(args.workspace_mb * 2**20))
     n = len(x)
     steps_per_epoch = max(1, n // args.batch)
     steps = args.steps if args.steps is not None else args.epochs * steps_per_epoch

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from tvm_freq.memory import (
@@ -95,3 +96,5 @@ def test_peak_worker_uses_the_given_workspace():
     small = peak_rss_step("vgg16", x, y, workspace_bytes=64 << 10, **kw)["peak_bytes"]
     large = peak_rss_step("vgg16", x, y, workspace_bytes=64 << 20, **kw)["peak_bytes"]
     assert small < 0.8 * large
+    with pytest.raises(ValueError, match="workspace_bytes"):
+        peak_rss_step("vgg16", x, y, workspace_bytes=0, **kw)

@@ -18,6 +18,7 @@ from tvm_freq.specnet import (
     kernel_spectrum,
     pack_mask,
     set_beta,
+    set_workspace,
     spectral_avg_pool2d,
     spectral_conv2d_reference,
     spectral_decimate,
@@ -322,6 +323,10 @@ def test_get_specnet_names_and_set_beta():
     assert isinstance(m, torch.nn.Module) and len(spectral_layers(m)) == 13
     set_beta(m, 0.25)
     assert all(layer.beta == 0.25 for _, layer in spectral_layers(m))
+    set_workspace(m, 4096)
+    assert all(layer.workspace_bytes == 4096 for _, layer in spectral_layers(m))
+    with pytest.raises(ValueError, match="workspace"):
+        set_workspace(m, 0)
     with pytest.raises(ValueError, match="unknown"):
         get_specnet("resnet")
 

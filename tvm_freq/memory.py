@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .specnet import calibrate_, get_specnet, spectral_layers
+from .specnet import calibrate_, get_specnet, set_workspace, spectral_layers
 
 __all__ = [
     "SavedTensorStats",
@@ -211,9 +211,8 @@ def _peak_worker(config: Mapping[str, Any]) -> dict[str, Any]:
     )  # fmt: skip
     if config.get("state"):
         model.load_state_dict(torch.load(config["state"], weights_only=True))
-    if config.get("workspace_bytes"):
-        for _, layer in spectral_layers(model):
-            layer.workspace_bytes = int(config["workspace_bytes"])
+    if config.get("workspace_bytes") is not None:
+        set_workspace(model, config["workspace_bytes"])
     data = torch.load(config["data"], weights_only=True)
     x, y = data["x"], data["y"]
     model.train()
@@ -287,6 +286,8 @@ def peak_rss_step(
         ``peak_bytes`` (extra resident bytes at the step's peak), ``rss_before_bytes``
         and the ``method`` used.
     """
+    if workspace_bytes is not None and workspace_bytes < 1:
+        raise ValueError(f"workspace_bytes must be at least 1, got {workspace_bytes}")
     with tempfile.TemporaryDirectory(prefix="tvm_freq_mem_") as tmp:
         tmpdir = Path(tmp)
         torch.save({"x": x, "y": y}, tmpdir / "data.pt")

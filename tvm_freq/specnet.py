@@ -123,6 +123,7 @@ __all__ = [
     "get_specnet",
     "spectral_layers",
     "set_beta",
+    "set_workspace",
     "set_lowering",
     "calibrate_",
     "DEFAULT_WORKSPACE_BYTES",
@@ -1949,4 +1950,29 @@ def set_beta(model: nn.Module, beta: float) -> nn.Module:
     _check_beta(beta)
     for _, m in spectral_layers(model):
         m.beta = float(beta)
+    return model
+
+
+def set_workspace(model: nn.Module, nbytes: int) -> nn.Module:
+    """Set the working memory of every spectral block (``workspace_bytes``).
+
+    It bounds the dense spectra a block holds at once in training, so it trades peak
+    memory for speed; the saved-for-backward bytes do not depend on it.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Model (changed in place).
+    nbytes : int
+        Bytes, ``>= 1`` (default of new blocks: :data:`DEFAULT_WORKSPACE_BYTES`).
+
+    Returns
+    -------
+    nn.Module
+        ``model``.
+    """
+    if int(nbytes) < 1:
+        raise ValueError(f"workspace must be at least 1 byte, got {nbytes}")
+    for _, m in spectral_layers(model):
+        m.workspace_bytes = int(nbytes)
     return model
