@@ -153,6 +153,11 @@ def model_kwargs(name: str, args: argparse.Namespace) -> dict[str, Any]:
     raise ValueError(f"unsupported model {name!r} (use vgg16 or densenet)")
 
 
+def workspace_bytes(args: argparse.Namespace) -> int | None:
+    """``--workspace-mb`` in bytes (``None``: the library default)."""
+    return None if args.workspace_mb is None else int(args.workspace_mb * 2**20)
+
+
 def make_optimizer(
     model: torch.nn.Module, args: argparse.Namespace, steps_per_epoch: int, steps: int
 ):
@@ -191,8 +196,8 @@ def train_one(name: str, spectral: bool, beta: float, data: dict, args: argparse
     # Same data-dependent init for both twins (no batch norm: see calibrate_).
     calibrate_(model, x[:256])
     model.to(args.device).train()
-    if args.workspace_mb is not None:
-        set_workspace(model, int(args.workspace_mb * 2**20))
+    if (ws := workspace_bytes(args)) is not None:
+        set_workspace(model, ws)
     n = len(x)
     steps_per_epoch = max(1, n // args.batch)
     steps = args.steps if args.steps is not None else args.epochs * steps_per_epoch
@@ -267,10 +272,9 @@ def peak(name, spectral, beta, state, data, args) -> int | None:
     x, y = data["train"]
     kw = model_kwargs(name, args)
     width = kw.pop("width")
-    ws = None if args.workspace_mb is None else int(args.workspace_mb * 2**20)
     res = peak_rss_step(name, x[: args.batch], y[: args.batch], spectral=spectral, beta=beta,
                         width=width, num_classes=10, state_dict=state, threads=args.threads,
-                        model_kwargs=kw, workspace_bytes=ws)  # fmt: skip
+                        model_kwargs=kw, workspace_bytes=workspace_bytes(args))  # fmt: skip
     return int(res["peak_bytes"])
 
 

@@ -133,8 +133,8 @@ Activation = Literal["tanh"] | None
 
 # Dense spectra of one block are materialised for at most this many bytes' worth of
 # batch items at a time (SpectralConv2d.workspace_bytes), bounding the transient peak.
-# 512 KiB keeps a training step's peak below the spatial twin's for the benchmark models
-# at a few percent of speed (docs/specnet.md); GPUs want far more (--workspace-mb).
+# 512 KiB keeps a training step's peak below the spatial twin's for the benchmark models,
+# at some speed (more, smaller chunks; docs/specnet.md); GPUs want far more.
 DEFAULT_WORKSPACE_BYTES = 512 << 10
 
 # --------------------------------------------------------------------------- compact storage
@@ -531,6 +531,11 @@ def conv_grid(size: int, kernel: int, stride: int = 1) -> int:
     return -(-g // stride) * stride
 
 
+def _out_size(size: int, kernel: int, padding: int, stride: int) -> int:
+    # Output support of a strided conv: ceil((size + 2p - k + 1) / s).
+    return -(-(size + 2 * padding - kernel + 1) // stride)
+
+
 def _check_beta(beta: float) -> None:
     if not isinstance(beta, (int, float)) or math.isnan(beta) or beta < 0:
         raise ValueError(f"beta must be a non-negative number, got {beta!r}")
@@ -915,7 +920,7 @@ def spectral_conv2d_reference(
         X = spectral_crop(x, in_grid, support, grid)
     Y = torch.einsum("bihw,oihw->bohw", X, kernel_spectrum(weight, grid, padding).to(X.dtype))
     Y = spectral_decimate(Y, stride, grid)
-    out = -(-(support + 2 * padding - k + 1) // stride)
+    out = _out_size(support, k, padding, stride)
     Y = spectral_crop(Y, grid // stride, out, out)
     if bias is not None:
         dc = torch.zeros_like(Y)
@@ -1075,7 +1080,7 @@ class SpectralConv2d(nn.Module):
             grid = max(max(grids), size)
         else:
             grid = conv_grid(size, self.kernel_size, self.stride)
-        out = -(-(size + 2 * self.padding - self.kernel_size + 1) // self.stride)
+        out = _out_size(size, self.kernel_size, self.padding, self.stride)
         return grid, out, out
 
     def forward(self, x: Input) -> SpecMap:
