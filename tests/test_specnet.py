@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -15,8 +17,10 @@ from tvm_freq.specnet import (
     SpectralTanh,
     calibrate_,
     get_specnet,
+    hermitian_fill,
     kernel_spectrum,
     pack_mask,
+    redundant_mask,
     set_beta,
     set_workspace,
     spectral_avg_pool2d,
@@ -25,6 +29,7 @@ from tvm_freq.specnet import (
     spectral_layers,
     spectral_tanh,
     spectral_threshold,
+    unique_entries,
     unpack_mask,
 )
 
@@ -201,6 +206,37 @@ def test_saved_bytes_are_the_kept_entries_plus_bitmask():
     assert out.nbytes < dense * 8 / 2  # beta = 1 keeps far less than the dense spectrum
 
 
+@pytest.mark.parametrize("grid", [1, 2, 3, 4, 7, 8, 16])
+def test_unique_entries_are_the_degrees_of_freedom_of_a_real_map(grid):
+    x = torch.randn(2, 3, grid, grid, dtype=D)
+    z = torch.fft.rfft2(x, norm="ortho")
+    # hermitian_fill rebuilds an rfft2 from its unique entries alone.
+    red = redundant_mask(grid)
+    torch.testing.assert_close(hermitian_fill(z.masked_fill(red, 0), grid), z, atol=1e-12, rtol=0)
+    # grid^2 real numbers: the unique complex entries minus the imaginary parts that are
+    # zero (DC and the Nyquist entries, 4 for an even grid).
+    real_only = 1 if grid % 2 else 4
+    assert 2 * unique_entries(grid) - real_only == grid * grid
+    assert unique_entries(grid) == grid * (grid // 2 + 1) - int(red.sum())
+
+
+def test_compact_maps_store_no_redundant_entry():
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 12, 12, dtype=D)
+    z = _block(3, 4, 3)(x)
+    assert z.nnz == 2 * 4 * unique_entries(z.grid) and z.density == 1.0
+    assert not (unpack_mask(z.bits, z.shape) & redundant_mask(z.grid)).any()
+    # The dense map it stands for is the spectrum of a real map.
+    dense = z.to_dense()
+    torch.testing.assert_close(dense, torch.fft.rfft2(z.to_spatial(), norm="ortho"))
+    # to_dense's backward is the adjoint of the fill.
+    vals = z.values.detach().clone().requires_grad_(True)
+    spec = SpecMap(z.batch, z.channels, z.grid, z.support, values=vals, bits=z.bits)
+    assert torch.autograd.gradcheck(
+        lambda v: torch.view_as_real(replace(spec, values=v).to_dense()), (vals,)
+    )
+
+
 def test_larger_beta_keeps_fewer_entries():
     x = torch.randn(2, 3, 16, 16)
     m = SpectralConv2d(3, 6, 3, beta=0.0)
@@ -235,7 +271,12 @@ def _grads_vs_reference(beta, activation, stride, padding, k, workspace):
     torch.testing.assert_close(y, yref, atol=1e-12, rtol=0)
     want = torch.autograd.grad(yref, [dense, b.weight, b.bias], g)
     mask = unpack_mask(z.bits, z.shape)
-    torch.testing.assert_close(got[0], want[0][mask], atol=1e-12, rtol=0)
+    # A stored value also stands for its redundant conjugate partner (hermitian_fill), so
+    # its gradient collects the partner's, conjugated.
+    red = redundant_mask(z.grid)
+    partner = want[0].index_select(-2, (-torch.arange(z.grid)) % z.grid).conj()
+    want_vals = want[0] + torch.where(red.index_select(0, (-torch.arange(z.grid)) % z.grid), partner, 0)
+    torch.testing.assert_close(got[0], want_vals[mask], atol=1e-12, rtol=0)
     torch.testing.assert_close(got[1], want[1], atol=1e-11, rtol=0)
     torch.testing.assert_close(got[2], want[2], atol=1e-11, rtol=0)
     return z.density

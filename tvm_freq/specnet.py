@@ -7,7 +7,11 @@ A spectral feature map (:class:`SpecMap`) is the orthonormal ``rfft2`` of a real
 so it has ``grid x (grid // 2 + 1)`` complex entries per channel (conjugate symmetry
 halves the last axis). Between blocks it travels *compactly*: the complex entries
 that survived the threshold (``values``, row-major over ``[B, C, grid, grid//2+1]``)
-plus a packed bitmask of where they are (``bits``, one bit per entry).
+plus a packed bitmask of where they are (``bits``, one bit per entry). The half spectrum
+still repeats itself in column 0 and (even grids) the Nyquist column, where row ``r`` is
+the conjugate of row ``G - r``; those redundant entries (:func:`redundant_mask`, about
+``G`` of the ``G (G/2 + 1)`` per channel, and low frequencies, so kept more often than
+most) are never stored and are rebuilt on densifying (:func:`hermitian_fill`).
 
 Conv block (Algorithm 1 of the paper, :class:`SpectralConv2d`)
 ---------------------------------------------------------------
@@ -108,6 +112,9 @@ __all__ = [
     "spectral_decimate",
     "spectral_avg_pool2d",
     "spectral_crop",
+    "redundant_mask",
+    "unique_entries",
+    "hermitian_fill",
     "conv_grid",
     "spectral_conv2d_reference",
     "SpectralConv2d",
@@ -207,9 +214,11 @@ class SpecMap:
     batch, channels, grid, support : int
         Geometry.
     values : torch.Tensor, optional
-        Kept complex entries, row-major over ``[B, C, grid, grid // 2 + 1]``.
+        Kept complex entries, row-major over ``[B, C, grid, grid // 2 + 1]``. Only unique
+        entries are stored: those of :func:`redundant_mask` are conjugates of others and
+        are rebuilt on densifying.
     bits : torch.Tensor, optional
-        :func:`pack_mask` of the kept-entry mask.
+        :func:`pack_mask` of the kept-entry mask (never set on redundant entries).
     re, im : torch.Tensor, optional
         Dense real/imaginary parts (lowering mode).
     pool : int
@@ -250,8 +259,8 @@ class SpecMap:
 
     @property
     def density(self) -> float:
-        """Kept fraction of the half-spectrum entries."""
-        return self.nnz / math.prod(self.shape)
+        """Kept fraction of the unique half-spectrum entries (:func:`unique_entries`)."""
+        return self.nnz / (self.batch * self.channels * unique_entries(self.grid))
 
     @property
     def nbytes(self) -> int:
@@ -292,6 +301,92 @@ class SpecMap:
         return x[..., : self.out_support, : self.out_support]
 
 
+@functools.lru_cache(maxsize=256)
+def _mirror(grid: int) -> tuple[torch.Tensor, torch.Tensor]:
+    # The rfft2 half spectrum [G, G//2+1] of a real map still repeats itself: in column 0
+    # and, for even G, the Nyquist column G/2, row r is the conjugate of row (G - r) mod G.
+    # Returns the [G, G//2+1] mask of the rows past G/2 in those columns (the redundant
+    # entries: G*(G//2+1) - redundant = G^2/2 + O(1) unique entries), and the row
+    # permutation r -> (G - r) mod G that maps each to its partner.
+    red = torch.zeros(grid, _half(grid), dtype=torch.bool)
+    red[grid // 2 + 1 :, 0] = True
+    if grid % 2 == 0:
+        red[grid // 2 + 1 :, grid // 2] = True
+    return red, (-torch.arange(grid)) % grid
+
+
+def redundant_mask(grid: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """Entries of a ``grid x (grid // 2 + 1)`` half spectrum that conjugate symmetry fixes.
+
+    Compact maps store only the other entries (:class:`SpecMap`); densifying restores
+    these as conjugates of their partners (:func:`hermitian_fill`).
+
+    Parameters
+    ----------
+    grid : int
+        FFT grid size.
+    device : torch.device or str, optional
+        Device of the result.
+
+    Returns
+    -------
+    torch.Tensor
+        Boolean ``[grid, grid // 2 + 1]``.
+    """
+    return _mirror(grid)[0].to(device)
+
+
+def unique_entries(grid: int) -> int:
+    """Number of half-spectrum entries of one channel that a compact map can store.
+
+    Parameters
+    ----------
+    grid : int
+        FFT grid size.
+
+    Returns
+    -------
+    int
+        ``grid * (grid // 2 + 1)`` minus the redundant entries.
+    """
+    return grid * _half(grid) - int(_mirror(grid)[0].sum())
+
+
+def hermitian_fill(z: torch.Tensor, grid: int) -> torch.Tensor:
+    """Overwrite the redundant entries of a half spectrum with their conjugate partners.
+
+    Differentiable (out of place). A half spectrum of a real map is unchanged.
+
+    Parameters
+    ----------
+    z : torch.Tensor
+        Complex ``[..., grid, grid // 2 + 1]``.
+    grid : int
+        FFT grid size.
+
+    Returns
+    -------
+    torch.Tensor
+        ``z`` with entries of :func:`redundant_mask` set to the conjugates of their partners.
+    """
+    red, perm = _mirror(grid)
+    if not bool(red.any()):
+        return z
+    red, perm = red.to(z.device), perm.to(z.device)
+    return torch.where(red, z.index_select(-2, perm).conj(), z)
+
+
+def _hermitian_fill_adjoint(g: torch.Tensor, grid: int) -> torch.Tensor:
+    # Adjoint of hermitian_fill under PyTorch's complex-gradient convention: a redundant
+    # entry's gradient moves, conjugated, onto its partner (perm is an involution).
+    red, perm = _mirror(grid)
+    if not bool(red.any()):
+        return g
+    red, perm = red.to(g.device), perm.to(g.device)
+    moved = torch.where(red, g, torch.zeros((), dtype=g.dtype, device=g.device)).conj()
+    return g.masked_fill(red, 0) + moved.index_select(-2, perm)
+
+
 class _DensifyFn(torch.autograd.Function):
     # Compact -> dense, saving only the bitmask (masked_scatter would save a bool mask).
     @staticmethod
@@ -299,11 +394,12 @@ class _DensifyFn(torch.autograd.Function):
         mask = unpack_mask(bits, shape)
         ctx.save_for_backward(bits)
         ctx.shape = shape
-        return values.new_zeros(shape).masked_scatter(mask, values)
+        return hermitian_fill(values.new_zeros(shape).masked_scatter(mask, values), shape[-2])
 
     @staticmethod
     def backward(ctx, grad):
         (bits,) = ctx.saved_tensors
+        grad = _hermitian_fill_adjoint(grad, ctx.shape[-2])
         return grad.masked_select(unpack_mask(bits, ctx.shape)), None, None
 
 
@@ -634,8 +730,8 @@ def _front(cfg: _BlockCfg, parts: Sequence[tuple[torch.Tensor, torch.Tensor | No
         if piece.kind == "spatial":
             out.append(torch.fft.rfft2(t, s=(cfg.grid, cfg.grid), norm="ortho"))
             continue
-        z = t.new_zeros(mask.shape).masked_scatter(mask, t)
         grid, support = piece.grid, piece.support
+        z = hermitian_fill(t.new_zeros(mask.shape).masked_scatter(mask, t), grid)
         if piece.pool > 1:
             if grid % piece.pool == 0:
                 z = spectral_avg_pool2d(z, piece.pool, grid)
@@ -788,7 +884,8 @@ class _SpectralBlockFn(torch.autograd.Function):
                 mag = Y.abs()
                 if cfg.stats is not None:
                     sq += float(mag.square().sum())
-                mask = mag > cfg.beta
+                # Only unique entries are stored; consumers rebuild the rest (hermitian_fill).
+                mask = (mag > cfg.beta) & ~redundant_mask(cfg.out_grid, mag.device)
                 del mag
                 v = Y[mask]
                 vals.append(spectral_tanh(v) if cfg.activation == "tanh" else v)
@@ -1112,7 +1209,7 @@ class SpectralConv2d(nn.Module):
         for t in inputs:
             tensors += [t.values, t.bits] if isinstance(t, SpecMap) else [t]
         values, bits = _SpectralBlockFn.apply(cfg, self.weight, self.bias, *tensors)
-        total = batch * self.out_channels * out_grid * _half(out_grid)
+        total = batch * self.out_channels * unique_entries(out_grid)
         self.last_density = values.numel() / total
         return SpecMap(batch, self.out_channels, out_grid, out_support, values=values, bits=bits)
 
