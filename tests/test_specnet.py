@@ -273,9 +273,9 @@ def _grads_vs_reference(beta, activation, stride, padding, k, workspace):
     mask = unpack_mask(z.bits, z.shape)
     # A stored value also stands for its redundant conjugate partner (hermitian_fill), so
     # its gradient collects the partner's, conjugated.
-    red = redundant_mask(z.grid)
-    partner = want[0].index_select(-2, (-torch.arange(z.grid)) % z.grid).conj()
-    want_vals = want[0] + torch.where(red.index_select(0, (-torch.arange(z.grid)) % z.grid), partner, 0)
+    perm = (-torch.arange(z.grid)) % z.grid
+    partner = want[0].index_select(-2, perm).conj()
+    want_vals = want[0] + torch.where(redundant_mask(z.grid).index_select(0, perm), partner, 0)
     torch.testing.assert_close(got[0], want_vals[mask], atol=1e-12, rtol=0)
     torch.testing.assert_close(got[1], want[1], atol=1e-11, rtol=0)
     torch.testing.assert_close(got[2], want[2], atol=1e-11, rtol=0)

@@ -931,6 +931,7 @@ class _SpectralBlockFn(torch.autograd.Function):
         g_taps = None
         ks = None
         g_pieces: list[list[torch.Tensor]] = [[] for _ in cfg.pieces]
+        adjoints: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         for b0, b1 in _chunks(cfg):
             # Dropped entries get zero gradient: the a.e. derivative of the hard threshold.
             m = out_mask[b0:b1]
@@ -938,11 +939,16 @@ class _SpectralBlockFn(torch.autograd.Function):
             if g_bias is not None:
                 g_bias += (GY[..., 0, 0].real.sum(0) * cfg.out_grid).to(bias.dtype)
             if cfg.stride > 1 or cfg.grid != cfg.out_grid:  # adjoint of the linear projection
-                pre = (b1 - b0, cfg.cout, cfg.grid, _half(cfg.grid))
-                dummy = torch.zeros(pre, dtype=GY.dtype, device=GY.device, requires_grad=True)
-                with torch.enable_grad():
-                    proj = _project_output(cfg, dummy)
-                (GY,) = torch.autograd.grad(proj, dummy, GY)
+                # Autograd of the projection at a zero input; its graph is built once per
+                # chunk length and replayed (retain_graph) for the other chunks.
+                n = b1 - b0
+                if n not in adjoints:
+                    pre = (n, cfg.cout, cfg.grid, _half(cfg.grid))
+                    dummy = torch.zeros(pre, dtype=GY.dtype, device=GY.device, requires_grad=True)
+                    with torch.enable_grad():
+                        adjoints[n] = (dummy, _project_output(cfg, dummy))
+                dummy, proj = adjoints[n]
+                (GY,) = torch.autograd.grad(proj, dummy, GY, retain_graph=True)
             GYf = _freq_major(GY)
             del GY
             with torch.enable_grad():
@@ -960,6 +966,7 @@ class _SpectralBlockFn(torch.autograd.Function):
                     if need:
                         g_pieces[k].append(next(it))
             del Xf, GYf, gXf
+        del adjoints
         g_weight = None
         if need_w:
             k = cfg.kernel
