@@ -333,7 +333,7 @@ def redundant_mask(grid: int, device: torch.device | str | None = None) -> torch
     torch.Tensor
         Boolean ``[grid, grid // 2 + 1]``.
     """
-    return _mirror(grid)[0].to(device)
+    return _mirror(grid)[0].to(device, copy=True)  # a copy: the cached mask must not change
 
 
 def unique_entries(grid: int) -> int:
