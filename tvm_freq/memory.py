@@ -328,7 +328,7 @@ class MemoryRatio:
     saved_ratio : float
         ``saved_bytes / spatial_saved_bytes``.
     density : float
-        Mean kept fraction of the spectral entries over the blocks.
+        Mean kept fraction of the unique spectral entries over the blocks.
     peak_bytes, spatial_peak_bytes : int or None
         Peak extra resident bytes of a training step (``None`` if not measured).
     peak_ratio : float or None
