@@ -75,8 +75,8 @@ Scale of beta
 Feature maps use the orthonormal FFT, so by Parseval a spectral entry is on the scale of
 a pixel; ``beta`` is compared with ``|Y|`` before the tanh. Without batch norm the
 magnitudes are set by the initialisation: :func:`calibrate_` (LSUV) rescales every
-block to unit pre-activation RMS on a data batch, after which ``beta = 0.5 / 1.0 / 1.5``
-keep roughly 70 / 30 / 12 % of the entries at initialisation.
+block to unit pre-activation RMS on a data batch, so that ``beta`` in ``[0.5, 1.5]`` drops
+a share of the entries rather than all of them (the benchmark reports the kept share).
 
 Spatial twins
 -------------
