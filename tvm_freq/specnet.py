@@ -874,6 +874,8 @@ class _SpectralBlockFn(torch.autograd.Function):
             ks = None
             masks, vals = [], []
             sq = 0.0
+            # Only unique entries are stored; consumers rebuild the rest (hermitian_fill).
+            unique = ~redundant_mask(cfg.out_grid, weight.device)
             for b0, b1 in _chunks(cfg):
                 parts, _ = src.chunk(b0, b1)
                 Xf = _freq_major(_front(cfg, parts))
@@ -884,8 +886,7 @@ class _SpectralBlockFn(torch.autograd.Function):
                 mag = Y.abs()
                 if cfg.stats is not None:
                     sq += float(mag.square().sum())
-                # Only unique entries are stored; consumers rebuild the rest (hermitian_fill).
-                mask = (mag > cfg.beta) & ~redundant_mask(cfg.out_grid, mag.device)
+                mask = (mag > cfg.beta) & unique
                 del mag
                 v = Y[mask]
                 vals.append(spectral_tanh(v) if cfg.activation == "tanh" else v)
@@ -1216,9 +1217,9 @@ class SpectralConv2d(nn.Module):
         for t in inputs:
             tensors += [t.values, t.bits] if isinstance(t, SpecMap) else [t]
         values, bits = _SpectralBlockFn.apply(cfg, self.weight, self.bias, *tensors)
-        total = batch * self.out_channels * unique_entries(out_grid)
-        self.last_density = values.numel() / total
-        return SpecMap(batch, self.out_channels, out_grid, out_support, values=values, bits=bits)
+        out = SpecMap(batch, self.out_channels, out_grid, out_support, values=values, bits=bits)
+        self.last_density = out.density
+        return out
 
 
 class SpectralTanh(nn.Module):
