@@ -116,6 +116,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "every 50 epochs",
     )
     ap.add_argument("--weight-decay", type=float, default=0.0)
+    ap.add_argument(
+        "--calibrate-rms",
+        type=float,
+        default=1.0,
+        help="pre-activation RMS that calibrate_ sets in every block of both twins (the "
+        "scale beta is measured against; larger makes the spectral tanh less linear)",
+    )
     ap.add_argument("--no-peak", dest="peak", action="store_false", default=None)
     ap.add_argument(
         "--threads",
@@ -135,6 +142,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         ap.error("--jobs must be >= 1")
     if args.workspace_mb is not None and args.workspace_mb <= 0:
         ap.error("--workspace-mb must be positive")
+    if args.calibrate_rms <= 0:
+        ap.error("--calibrate-rms must be positive")
     for key, value in PRESETS[args.preset].items():
         if getattr(args, key) is None:
             setattr(args, key, value)
@@ -194,7 +203,7 @@ def train_one(name: str, spectral: bool, beta: float, data: dict, args: argparse
                         seed=args.seed, **kw)  # fmt: skip
     x, y = data["train"]
     # Same data-dependent init for both twins (no batch norm: see calibrate_).
-    calibrate_(model, x[:256])
+    calibrate_(model, x[:256], target_rms=args.calibrate_rms)
     model.to(args.device).train()
     if (ws := workspace_bytes(args)) is not None:
         set_workspace(model, ws)
@@ -320,7 +329,7 @@ def markdown(report: dict) -> str:
         "",
         "Training (the same for every model and twin): {steps} steps of {batch} images "
         "({optimizer}, lr {lr}, {schedule} schedule) from {train} training images; "
-        "{test} test images.".format(
+        "{test} test images; calibrate_ to pre-activation RMS {calibrate_rms}.".format(
             **report["config"],
             train=report["config"]["train_limit"] or "all",
             test=report["config"]["test_limit"] or "all",
