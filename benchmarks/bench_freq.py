@@ -38,12 +38,12 @@ import torch
 
 import tvm_freq
 from tvm_freq import Tuning, UntunedWarning
-from tvm_freq.calibrate import calibrate_energies, masks_from_energies
+from tvm_freq.calibrate import calibrate_energies, masks_for_reduction, network_mac_reduction
 from tvm_freq.data import load_dataset
 from tvm_freq.frontend import import_model
 from tvm_freq.macs import relax_network_macs
 from tvm_freq.models import bundled_onnx
-from tvm_freq.passes.frequency_band_pointwise import format_layer_table, plan_layers
+from tvm_freq.passes.frequency_band_pointwise import format_layer_table
 from tvm_freq.pipeline import match_layer_kernels
 from tvm_freq.runtime import median_profile
 
@@ -58,27 +58,9 @@ def calibration_batches(data_dir: str | None, images: int, size: int = 224) -> l
     return [x[i : i + 1].numpy() for i in range(len(x))]
 
 
-def network_reduction(decisions, total: int) -> float:
-    """Fraction of whole-network MACs removed (frequency layers count their overhead)."""
-    saved = sum(d.dense_macs - d.freq_macs for d in decisions if d.decision.startswith("freq"))
-    return saved / total
-
-
-def masks_for_cut(mod, energies, total: int, cut: float, options: dict):
-    """Bisect the energy level so that whole-network MACs fall by about ``cut``."""
-    lo, hi = 0.05, 1.0  # reduction decreases as the kept energy grows
-    best = None
-    for _ in range(30):
-        mid = (lo + hi) / 2
-        masks = masks_from_energies(energies, mid, model_name=MODEL)
-        red = network_reduction(plan_layers(mod, masks, **options), total)
-        if best is None or abs(red - cut) < abs(best[2] - cut):
-            best = (masks, mid, red)
-        if red > cut:
-            lo = mid
-        else:
-            hi = mid
-    return best
+def _targeted(mod, energies, cut: float, options: dict):
+    t = masks_for_reduction(mod, energies, cut, model_name=MODEL, **options)
+    return t.masks, t.energy, t.reduction
 
 
 def per_layer(dense_prof, freq_prof, decisions) -> list[dict]:
@@ -131,18 +113,16 @@ def main(argv: list[str] | None = None) -> int:
     builds = {"dense": build(None, Tuning())}
     masks_info = {}
     for cut in args.cuts:
-        masks, level, red = masks_for_cut(mod, energies, total, cut, options)
+        masks, level, red = _targeted(mod, energies, cut, options)
         tuning = Tuning(trials=args.trials) if args.trials else Tuning()
         if args.profitability == "measured":
             # Measured decisions change which layers are rewritten, and so the MACs: pick
             # the layers by a first measurement, re-aim the energy level, measure again.
             probe = build(masks, tuning, options, "measured").report.layers
             lat = {d.ordinal: (d.dense_us, d.freq_us) for d in probe if d.dense_us}
-            masks, level, red = masks_for_cut(
-                mod, energies, total, cut, {**options, "latencies": lat}
-            )
+            masks, level, red = _targeted(mod, energies, cut, {**options, "latencies": lat})
         model = build(masks, tuning, options, args.profitability)
-        red = network_reduction(model.report.layers, total)  # what the build really did
+        red = network_mac_reduction(model.report.layers, total)  # what the build really did
         name = f"freq -{cut:.0%}"
         builds[name] = model
         masks_info[name] = {"energy": level, "network_mac_reduction": red}
@@ -182,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         if name != "dense":
             decisions = model.report.layers
             entry.update(masks_info[name])
-            entry["freq_layers"] = sum(d.decision.startswith("freq") for d in decisions)
+            entry["freq_layers"] = sum(d.rewritten for d in decisions)
             prof = prof_of[name]
             entry["per_layer"] = per_layer(dense_prof, prof, decisions)
             entry["layer_table"] = format_layer_table(decisions)

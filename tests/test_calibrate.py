@@ -11,7 +11,12 @@ import torch
 
 import tvm_freq
 from tvm_freq import Tuning, UntunedWarning
-from tvm_freq.calibrate import auto_block, calibrate_energies, masks_from_energies
+from tvm_freq.calibrate import (
+    auto_block,
+    calibrate_energies,
+    masks_from_energies,
+    model_batches,
+)
 from tvm_freq.data import load_dataset
 from tvm_freq.dct import block_dct_np
 from tvm_freq.frontend import import_model
@@ -125,3 +130,53 @@ def test_network_macs_counts_every_conv_and_the_classifier():
     pw = 2 * 100 * (16 * 24 + 24 * 8)
     fc = 2 * 8 * 10
     assert relax_network_macs(mod) == stem + pw + fc
+
+
+def test_calibration_accepts_any_batch_size_and_container():
+    x = _images(6)
+    mod = import_model(Net().eval(), input_shape=(1, 1, 28, 28)).mod
+    per_image = calibrate_energies(mod, [x[i : i + 1] for i in range(6)], block=4)
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(x, torch.zeros(6)), batch_size=4
+    )  # (images, labels) pairs, batches of 4 then 2
+    for data in (x, x.numpy(), [x[:4], x[4:]], iter([x[:5].numpy(), x[5]]), loader):
+        got = calibrate_energies(mod, data, block=4)
+        for a, b in zip(got, per_image, strict=True):
+            np.testing.assert_allclose(a.in_energy, b.in_energy, rtol=1e-5)
+            np.testing.assert_allclose(a.out_energy, b.out_energy, rtol=1e-5)
+
+
+def test_calibration_regroups_into_the_model_batch():
+    x = _images(6).numpy()
+    batches = list(model_batches([x[:1], x[1:4]], (2, 1, 28, 28)))
+    assert [b.shape for b in batches] == [(2, 1, 28, 28)] * 2
+    np.testing.assert_array_equal(np.concatenate(batches), x[:4])
+    with pytest.warns(UserWarning, match="1 calibration sample"):
+        assert len(list(model_batches(x[:3], (2, 1, 28, 28)))) == 1
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [np.zeros((2, 28, 28)), np.zeros((2, 3, 28, 28)), np.zeros((2, 1, 32, 32)),
+     np.zeros((1, 1, 1, 28, 28))],
+)  # fmt: skip
+def test_unusable_calibration_data_names_the_expected_shape(bad):
+    net = Net().eval()
+    with pytest.raises(ValueError, match=r"model's input is \(1, 1, 28, 28\)"):
+        tvm_freq.build(net, input_shape=(1, 1, 28, 28), calibrate=bad,
+                       tuning=Tuning(use_shipped=False))  # fmt: skip
+    with pytest.raises(TypeError, match="arrays or tensors"):
+        list(model_batches(["not an image"], (1, 1, 28, 28)))
+
+
+def test_batch1_onnx_model_calibrates_with_batches_of_4(tmp_path):
+    from tvm_freq.models import export_onnx
+
+    x = _images(8)
+    path = export_onnx(Net().eval(), tmp_path / "net.onnx", (1, 1, 28, 28))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UntunedWarning)
+        model = tvm_freq.build(str(path), calibrate=[x[:4], x[4:]], energy=0.9,
+                               tuning=Tuning(use_shipped=False))  # fmt: skip
+    assert model.report.masks is not None and len(model.report.masks.layers) == 2
+    assert model(x[:1].numpy()).shape == (1, 10)

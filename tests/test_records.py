@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 import warnings
 
 import pytest
 import torch
+from tvm.s_tir import meta_schedule as ms
 
 import tvm_freq
+import tvm_freq.pipeline
 from tvm_freq import Tuning, UntunedWarning
-from tvm_freq.records import RecordsError, RecordStore
+from tvm_freq import records as records_mod
+from tvm_freq.frontend import import_model
+from tvm_freq.records import RecordsError, RecordStore, has_record
 from tvm_freq.target import host_target
 
 
@@ -72,3 +78,73 @@ def test_records_path_that_is_a_file_is_rejected(tmp_path):
     f.write_text("x")
     with pytest.raises(RecordsError, match="not a directory"):
         RecordStore(f)
+
+
+def _copy_records(src, dst):
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in ("database_workload.json", "database_tuning_record.json"):
+        shutil.copyfile(src / name, dst / name)
+
+
+def test_default_path_with_shipped_store_tunes_then_reuses(tmp_path):
+    # use_shipped is left on (the default): the lookup is a union of user and shipped
+    # stores, which once crashed in UnionDatabase.HasWorkload.
+    records = tmp_path / "records"
+    tuning = Tuning(trials=4, max_trials_per_task=2, records=records, num_trials_per_iter=2,
+                    progress=False)  # fmt: skip
+    assert tuning.use_shipped
+    first = tvm_freq.build(_tiny(), input_shape=(1, 8, 8, 8), tuning=tuning)
+    assert first.report.trials_run > 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UntunedWarning)
+        second = tvm_freq.build(_tiny(), input_shape=(1, 8, 8, 8), tuning=tuning)
+    assert second.report.tasks_tuned == 0
+    assert second.report.trials_run == 0
+    assert second.report.tasks_with_records == second.report.num_tasks
+
+
+def test_user_records_take_precedence_over_shipped(tmp_path, monkeypatch):
+    target = host_target()
+    # Tune once into a scratch store, then lay its records out as both stores.
+    scratch = tmp_path / "scratch"
+    tvm_freq.build(_tiny(), input_shape=(1, 8, 8, 8),
+                   tuning=Tuning(trials=2, max_trials_per_task=2, records=scratch,
+                                 use_shipped=False, num_trials_per_iter=2, progress=False))
+    key = RecordStore(scratch).directory(target).name
+    shipped, user = tmp_path / "shipped", tmp_path / "user"
+    _copy_records(scratch / key, shipped / key)
+    _copy_records(scratch / key, user / key)
+    # Make the user's copy look 1000x slower than the shipped one: it must still win.
+    path = user / key / "database_tuning_record.json"
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    for row in rows:
+        row[1][1] = [float(t) * 1000 for t in row[1][1]]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    monkeypatch.setattr(records_mod, "shipped_records_root", lambda: shipped)
+
+    store = RecordStore(user)
+    assert len(store.readable(target)) == 2  # both stores are consulted
+    lookup = store.union(target)
+    tasks = ms.relax_integration.extract_tasks(
+        tvm_freq.pipeline.lower(import_model(_tiny(), input_shape=(1, 8, 8, 8)).mod, target),
+        target,
+    )
+    slow = min(float(t) for row in rows for t in row[1][1])
+    for task in tasks:
+        mod = task.dispatched[0]
+        assert has_record(lookup, mod, target, task.task_name)
+        rec = lookup.query_tuning_record(mod, target, task.task_name)
+        assert min(float(t) for t in rec.run_secs) >= slow  # the user's (slower) record
+    # Only the shipped store: its faster record is what the lookup returns.
+    only_shipped = RecordStore(tmp_path / "empty").union(target)
+    for task in tasks:
+        rec = only_shipped.query_tuning_record(task.dispatched[0], target, task.task_name)
+        assert rec is not None and min(float(t) for t in rec.run_secs) < slow
+
+    # A build whose workloads are in both stores reuses them: nothing is tuned.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UntunedWarning)
+        built = tvm_freq.build(_tiny(), input_shape=(1, 8, 8, 8),
+                               tuning=Tuning(trials=2, records=user, progress=False))
+    assert built.report.trials_run == 0
+    assert built.report.tasks_with_records == built.report.num_tasks

@@ -2,8 +2,9 @@
 
 Examples
 --------
-``tvm-freq bench``: compile the bundled MobileNetV2 1.0-224 with the shipped records
-and print its single-thread latency next to ONNX Runtime and PyTorch.
+``tvm-freq bench``: compile the bundled MobileNetV2 1.0-224 with the shipped records,
+dense and with the bundled masks at about 20% and 40% fewer MACs, and print their
+single-thread latency next to ONNX Runtime and PyTorch.
 ``tvm-freq compile mobilenetv2-224 --trials 512 -o mbv2.so``: tune what has no record, save.
 ``tvm-freq run mbv2.so``: load a compiled model and run it on random input.
 """
@@ -108,23 +109,70 @@ def cmd_run(args) -> int:
     return 0
 
 
+def _freq_builds(args, path) -> list[tuple[str, float, object]]:
+    """The frequency builds that ``bench`` times: one per bundled mask file (zoo models)."""
+    from .calibrate import network_mac_reduction
+    from .macs import relax_network_macs
+    from .models import BUNDLED_CUTS, bundled_masks
+    from .pipeline import build
+
+    if args.no_freq or args.masks:
+        return []
+    try:
+        files = [(cut, bundled_masks(args.model, cut)) for cut in BUNDLED_CUTS]
+    except FileNotFoundError:
+        return []  # no bundled masks for this model: pass --masks to time yours
+    out = []
+    for cut, masks in files:
+        start = time.perf_counter()
+        compiled = build(str(path), input_shape=args.input_shape, target=args.target,
+                         masks=masks, tuning=_tuning(args), threads=args.threads)  # fmt: skip
+        if not out:
+            from .frontend import import_model
+
+            total = relax_network_macs(import_model(str(path), input_shape=args.input_shape).mod)
+        removed = network_mac_reduction(compiled.report.layers, total)
+        rewritten = sum(d.rewritten for d in compiled.report.layers)
+        print(f"compiled frequency build (bundled masks, ~{cut}% cut: {rewritten} layers "
+              f"rewritten, {removed:.1%} of MACs removed) in "
+              f"{time.perf_counter() - start:.1f} s", file=sys.stderr)  # fmt: skip
+        out.append((f"tvm_freq freq -{cut}%", removed, compiled))
+    return out
+
+
 def cmd_bench(args) -> int:
-    from .bench import Timing, format_table, time_onnxruntime, time_torch
+    from .bench import Timing, format_table, interleave, onnxruntime_runner, time_callable
+    from .bench import plot_speed_vs_macs, time_torch
 
     compiled, path, torch_model = _build(args)
+    masked = bool(args.masks)
+    builds = [("tvm_freq freq (--masks)" if masked else "tvm_freq dense", 0.0, compiled)]
+    builds += _freq_builds(args, path)
     x = np.random.default_rng(0).standard_normal(compiled.input_shapes[0]).astype("float32")
-    tvm_t = compiled.benchmark(x, repeat=args.repeat)
     untuned = len(compiled.report.untuned_tasks)
     note = f"{untuned} untuned kernels" if untuned else "tuned records"
-    rows = [Timing("tvm_freq (TVM)", tvm_t.median_ms, tvm_t.min_ms, tvm_t.max_ms, note)]
+
+    def tvm_timer(name: str, removed: float, model) -> object:
+        def run() -> Timing:
+            r = model.benchmark(x, repeat=args.repeat)
+            return Timing(name, r.median_ms, r.min_ms, r.max_ms, note, removed)
+
+        return run
+
+    measure = [tvm_timer(*b) for b in builds]
     if not args.no_compare:
-        rows.append(time_onnxruntime(path, x, args.threads, repeat=args.repeat))
+        ort_runner = onnxruntime_runner(path, x, args.threads)
+        measure.append(lambda: time_callable(*ort_runner, repeat=args.repeat))
         if torch_model is not None:
-            rows.append(time_torch(torch_model, x, args.threads, repeat=args.repeat))
-    print(f"\n{args.model}, batch {x.shape[0]}, {args.threads} thread(s), {compiled.target}")
-    print(format_table(rows))
+            measure.append(lambda: time_torch(torch_model, x, args.threads, repeat=args.repeat))
+    rows = interleave(measure, rounds=args.rounds)
+    print(f"\n{args.model}, batch {x.shape[0]}, {args.threads} thread(s), {compiled.target}; "
+          f"median of {args.rounds} interleaved rounds")  # fmt: skip
+    print(format_table(rows, baseline=None if masked else "tvm_freq dense"))
     if args.json:
         Path(args.json).write_text(json.dumps([r.__dict__ for r in rows], indent=1))
+    if args.plot:
+        print(f"wrote {plot_speed_vs_macs(rows, args.plot, title=args.model)}")
     return 0
 
 
@@ -190,8 +238,13 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("bench", help="compile and time against ONNX Runtime and PyTorch")
     _common(p)
     p.add_argument("--repeat", type=int, default=30)
+    p.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds")
     p.add_argument("--no-compare", action="store_true", help="time tvm_freq only")
+    p.add_argument("--no-freq", action="store_true",
+                   help="skip the frequency builds with the bundled masks")  # fmt: skip
     p.add_argument("--json", help="also write the timings as JSON here")
+    p.add_argument("--plot", help="also plot speed against MACs removed to this PNG "
+                                  "(needs matplotlib: the [plot] extra)")  # fmt: skip
     p.set_defaults(func=cmd_bench)
 
     from .train import add_config_flags

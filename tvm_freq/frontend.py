@@ -16,7 +16,10 @@ from typing import Any
 import tvm
 from tvm import relax
 
-__all__ = ["ImportedModel", "ModelImportError", "UnsupportedOpError", "import_model", "optimize"]
+__all__ = [
+    "ImportedModel", "ModelImportError", "UnsupportedOpError", "fold_shape_arithmetic",
+    "import_model", "optimize",
+]  # fmt: skip
 
 
 class ModelImportError(ValueError):
@@ -135,16 +138,83 @@ def _from_onnx(proto, input_shape) -> ImportedModel:
     from tvm.relax.frontend.onnx import from_onnx
     from tvm.relax.frontend.onnx.onnx_frontend import _get_convert_map
 
+    shapes = _onnx_inputs(proto, input_shape)
+    if _has_runtime_shape_arithmetic(proto):
+        proto = fold_shape_arithmetic(proto, shapes)
     known = _get_convert_map()
     missing = {n.op_type for n in proto.graph.node if n.op_type not in known}
     if missing:
         raise UnsupportedOpError(missing, "ONNX")
-    shapes = _onnx_inputs(proto, input_shape)
     try:
         mod = from_onnx(proto, shape_dict=shapes, keep_params_in_input=False)
     except Exception as err:
         raise ModelImportError(f"ONNX import failed: {err}") from err
     return _finish(mod, "onnx")
+
+
+def _has_runtime_shape_arithmetic(proto) -> bool:
+    """Whether the graph computes shapes or pads at run time (``Shape`` -> ... -> ``Pad``).
+
+    TorchScript-based exporters write TF-style "same" padding this way; with static input
+    shapes all of it is constant, but the Relax importer only takes constant pads.
+    """
+    produced_by_constant = {o for n in proto.graph.node if n.op_type == "Constant"
+                            for o in n.output}  # fmt: skip
+    constant = produced_by_constant | {t.name for t in proto.graph.initializer}
+    for node in proto.graph.node:
+        if node.op_type in ("Shape", "Size"):
+            return True
+        if node.op_type == "Pad" and len(node.input) > 1 and node.input[1] not in constant:
+            return True
+    return False
+
+
+def fold_shape_arithmetic(proto, shapes: dict[str, list[int]]):
+    """Fold constant subgraphs with ONNX Runtime's basic offline graph optimisation.
+
+    With the input shapes fixed, every ``Shape`` and the arithmetic on it is constant, so
+    ONNX Runtime's constant folding turns computed pads into initializers. The basic level
+    only folds constants, removes redundant nodes and fuses nodes into standard ONNX
+    operators; it keeps the model's function (tests check it against ONNX Runtime).
+
+    Parameters
+    ----------
+    proto : onnx.ModelProto
+        The model; not modified.
+    shapes : dict
+        Static shape of every graph input.
+
+    Returns
+    -------
+    onnx.ModelProto
+        The folded model, with the given input shapes.
+    """
+    import tempfile
+
+    import onnx
+    import onnxruntime as ort
+
+    fixed = onnx.ModelProto()
+    fixed.CopyFrom(proto)
+    for inp in fixed.graph.input:
+        if inp.name in shapes:
+            dims = inp.type.tensor_type.shape.dim
+            for dim, size in zip(dims, shapes[inp.name], strict=True):
+                dim.Clear()
+                dim.dim_value = int(size)
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    with tempfile.TemporaryDirectory(prefix="tvm-freq-fold-") as tmp:
+        opts.optimized_model_filepath = str(Path(tmp) / "folded.onnx")
+        try:
+            ort.InferenceSession(fixed.SerializeToString(), opts,
+                                 providers=["CPUExecutionProvider"])  # fmt: skip
+        except Exception as err:  # ORT raises its own Fail/InvalidGraph types
+            raise ModelImportError(
+                f"the ONNX model computes shapes at run time, and folding them with "
+                f"ONNX Runtime failed: {err}"
+            ) from None
+        return onnx.load(opts.optimized_model_filepath)
 
 
 def _from_torch(model, input_shape, example_inputs) -> ImportedModel:

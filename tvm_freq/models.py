@@ -324,3 +324,37 @@ def bundled_onnx(name: str = "mobilenetv2-224", cache_dir: str | Path | None = N
     if not path.exists():
         export_onnx(get_model(name), path, default_input_shape(name))
     return path
+
+
+BUNDLED_CUTS = (20, 40)
+"""Whole-network MAC cuts (percent) of the mask files bundled for ``tvm-freq bench``."""
+
+
+def bundled_masks(name: str = "mobilenetv2-224", cut: int = 20, *, must_exist: bool = True) -> Path:
+    """Return the bundled profiling-only mask file of a zoo model at a MAC cut.
+
+    The files come from ``benchmarks/make_bundled_masks.py``: per-channel bands from the
+    coefficient energy of real images, with the energy level searched so that the default
+    build removes about ``cut`` percent of the whole network's MACs.
+
+    Parameters
+    ----------
+    name : str
+        Zoo model name.
+    cut : int
+        One of :data:`BUNDLED_CUTS`.
+    must_exist : bool
+        Raise when the file is missing (``False`` to get the path to write).
+
+    Returns
+    -------
+    pathlib.Path
+        ``tvm_freq/assets/masks/<name>-cut<cut>.json``.
+    """
+    path = Path(__file__).parent / "assets" / "masks" / f"{name}-cut{cut}.json"
+    if must_exist and not path.is_file():
+        raise FileNotFoundError(
+            f"no bundled masks for {name} at a {cut}% cut (bundled: "
+            f"{', '.join(p.stem for p in path.parent.glob('*.json')) or 'none'})"
+        )
+    return path

@@ -32,7 +32,7 @@ from tvm.ir.utils import derived_object
 from tvm.s_tir import meta_schedule as ms
 
 from .frontend import ImportedModel, ModelLike, import_model
-from .records import RecordStore
+from .records import RecordStore, has_record
 from .runtime import CompiledModel
 from .target import resolve_target
 
@@ -241,9 +241,7 @@ def apply_default_schedules(mod: tvm.IRModule, target: tvm.target.Target) -> tvm
 
 
 def _has_record(db: ms.database.Database, task: Any, target: tvm.target.Target) -> bool:
-    # A workload can be in the database without any record (e.g. tuning was interrupted).
-    mod = task.dispatched[0]
-    return db.has_workload(mod) and db.query_tuning_record(mod, target, task.task_name) is not None
+    return has_record(db, task.dispatched[0], target, task.task_name)
 
 
 def tune(
@@ -415,7 +413,7 @@ def match_layer_kernels(
     out: dict[int, tuple[float, float]] = {}
     di = fi = 0
     for d in layers:
-        if not d.decision.startswith("freq"):
+        if not d.rewritten:
             continue
         n = d.dense_macs // (d.cin * d.cout * d.height * d.width)
         want_in, want_out = (n, d.cin, d.height, d.width), (n, d.cout, d.height, d.width)

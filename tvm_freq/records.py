@@ -25,7 +25,9 @@ from tvm.s_tir import meta_schedule as ms
 
 from .target import target_key
 
-__all__ = ["RecordsError", "RecordStore", "default_records_root", "shipped_records_root"]
+__all__ = [
+    "RecordsError", "RecordStore", "default_records_root", "has_record", "shipped_records_root",
+]  # fmt: skip
 
 _FILES = ("database_workload.json", "database_tuning_record.json")
 
@@ -183,7 +185,12 @@ class RecordStore:
         return [db for db in dbs if db is not None]
 
     def union(self, target: tvm.target.Target) -> ms.database.Database:
-        """Return one database for lookups: the best record over user and shipped stores.
+        """Return one database for lookups over the user's and the shipped stores.
+
+        A workload with records in the user's store is answered from there (the best of
+        the user's records), even when the shipped store has a faster-looking one: the
+        user's records were measured on the user's machine. Other workloads are answered
+        from the shipped store.
 
         Parameters
         ----------
@@ -193,9 +200,38 @@ class RecordStore:
         Returns
         -------
         tvm.s_tir.meta_schedule.database.Database
-            A union database, or an empty in-memory one.
+            The one database, an ordered union of several, or an empty in-memory one.
+            Query it with ``query_tuning_record`` / ``query_schedule``, not
+            ``has_workload`` (which union databases do not implement); see
+            :func:`has_record`.
         """
         dbs = self.readable(target)
         if not dbs:
             return ms.database.MemoryDatabase()
-        return dbs[0] if len(dbs) == 1 else ms.database.UnionDatabase(*dbs)
+        return dbs[0] if len(dbs) == 1 else ms.database.OrderedUnionDatabase(*dbs)
+
+
+def has_record(db: ms.database.Database, mod: tvm.IRModule, target: tvm.target.Target,
+               name: str) -> bool:
+    """Say whether ``db`` holds a tuning record for the workload ``mod``.
+
+    Works for every kind of database (plain, union, ordered union): a workload may also be
+    in a database without any record, for example after an interrupted tuning run.
+
+    Parameters
+    ----------
+    db : tvm.s_tir.meta_schedule.database.Database
+        The database, e.g. from :meth:`RecordStore.union`.
+    mod : tvm.IRModule
+        The workload (a task's dispatched module).
+    target : tvm.target.Target
+        Compilation target.
+    name : str
+        Task name (used by MetaSchedule only for its logs).
+
+    Returns
+    -------
+    bool
+        True when a record exists.
+    """
+    return db.query_tuning_record(mod, target, name) is not None

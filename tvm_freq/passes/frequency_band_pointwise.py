@@ -61,6 +61,11 @@ class LayerDecision:
     freq_us: float | None = None
 
     @property
+    def rewritten(self) -> bool:
+        """Whether the layer runs in the frequency domain."""
+        return self.decision.startswith("freq")
+
+    @property
     def freq_macs(self) -> int:
         """MACs of the frequency path (0 when not rewritten)."""
         return self.dct_macs + self.gemm_macs + self.idct_macs
