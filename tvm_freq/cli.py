@@ -141,8 +141,15 @@ def _freq_builds(args, path) -> list[tuple[str, float, object]]:
 
 
 def cmd_bench(args) -> int:
-    from .bench import Timing, format_table, interleave, onnxruntime_runner, time_callable
-    from .bench import plot_speed_vs_macs, time_torch
+    from .bench import (
+        Timing,
+        format_table,
+        interleave,
+        onnxruntime_runner,
+        plot_speed_vs_macs,
+        time_callable,
+        time_torch,
+    )
 
     compiled, path, torch_model = _build(args)
     masked = bool(args.masks)
