@@ -55,7 +55,7 @@ import torch
 import torch.nn.functional as F
 
 from tvm_freq.data import load_dataset
-from tvm_freq.memory import SavedTensorCounter, peak_rss_step
+from tvm_freq.specnet.memory import SavedTensorCounter, peak_rss_step
 from tvm_freq.specnet import calibrate_, get_specnet, set_workspace, spectral_layers
 
 PRESETS: dict[str, dict[str, Any]] = {

@@ -147,9 +147,9 @@ def calibrate_energies(
 
 
 def _counts(energy: np.ndarray, keep: float) -> list[int]:
-    from .prune import band_masks_from_energy
+    from .bands import band_counts_from_energy
 
-    return [int(c) for c in band_masks_from_energy(energy, keep)]
+    return [int(c) for c in band_counts_from_energy(energy, keep)]
 
 
 def masks_from_energies(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tvm_freq.memory import (
+from tvm_freq.specnet.memory import (
     SavedTensorCounter,
     memory_ratios,
     peak_rss_step,

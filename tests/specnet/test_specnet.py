@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tvm_freq.memory import SavedTensorCounter
+from tvm_freq.specnet.memory import SavedTensorCounter
 from tvm_freq.specnet import (
     SPECNET_NAMES,
     AvgPool,
