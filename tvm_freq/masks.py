@@ -12,6 +12,10 @@ A mask file is JSON (see ``docs/mask-format.md``)::
 convs (1x1, stride 1, groups 1, dilation 1, padding 0) in forward execution order,
 which is the order they appear in an exported graph. Input channel ``c`` keeps its
 first ``kin[c]`` zigzag coefficients, output channel ``o`` its first ``kout[o]``.
+
+This module is the NumPy/JSON contract only (it imports neither PyTorch nor
+:mod:`tvm_freq.freq`); building a mask file from a model, loading one into a model and
+exporting are in :mod:`tvm_freq.freq.export`.
 """
 
 from __future__ import annotations
