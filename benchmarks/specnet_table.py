@@ -6,9 +6,9 @@ For Spec-VGG-16 and Spec-DenseNet (BC) against their spatial twins (same code,
 padded to 32x32, one channel):
 
 * memory, relative to the twin: bytes saved for backward per training step (mean over
-  the training steps, :class:`tvm_freq.memory.SavedTensorCounter`) and the peak extra
+  the training steps, :class:`tvm_freq.specnet.memory.SavedTensorCounter`) and the peak extra
   resident memory of a training step in a fresh process
-  (:func:`tvm_freq.memory.peak_rss_step`, trained weights, one training batch);
+  (:func:`tvm_freq.specnet.memory.peak_rss_step`, trained weights, one training batch);
 * test accuracy, for each threshold beta (default 0.5, 1.0, 1.5).
 
 Writes ``<out>/specnet-fashion-mnist.json`` and ``.md`` with the command and wall time.
@@ -55,8 +55,8 @@ import torch
 import torch.nn.functional as F
 
 from tvm_freq.data import load_dataset
-from tvm_freq.memory import SavedTensorCounter, peak_rss_step
 from tvm_freq.specnet import calibrate_, get_specnet, set_workspace, spectral_layers
+from tvm_freq.specnet.memory import SavedTensorCounter, peak_rss_step
 
 PRESETS: dict[str, dict[str, Any]] = {
     "smoke": dict(steps=3, epochs=None, batch=16, train_limit=256, test_limit=128,

@@ -34,6 +34,14 @@ import numpy as np
 from tvm.script import tirx as T
 from tvm.tirx import PrimFunc
 
+from tvm_freq.dft_matrices import (
+    check_pos,
+    dft_matrices,
+    idft_matrices,
+    irdft_matrices,
+    rdft_matrices,
+)
+
 __all__ = [
     "rdft_matrices",
     "dft_matrices",
@@ -50,118 +58,6 @@ __all__ = [
     "spectral_threshold_primfunc",
     "spectral_tanh_primfunc",
 ]
-
-
-def _check_pos(name: str, value: int) -> None:
-    if not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-
-
-def _angles(rows: np.ndarray, cols: np.ndarray, grid: int) -> np.ndarray:
-    # Reduce p * m modulo G in integers first: exact twiddles for any grid.
-    return 2.0 * np.pi * (np.outer(rows, cols) % grid) / grid
-
-
-# --------------------------------------------------------------------------- matrices
-
-
-def rdft_matrices(size: int, grid: int) -> tuple[np.ndarray, np.ndarray]:
-    """Cos/sin matrices of the real-to-half-spectrum DFT along the last axis.
-
-    Parameters
-    ----------
-    size : int
-        Input length ``M`` (the rest of the grid is zero padding).
-    grid : int
-        DFT length ``G >= M``.
-
-    Returns
-    -------
-    (numpy.ndarray, numpy.ndarray)
-        ``C, S`` of shape ``[M, G // 2 + 1]`` (float64); ``X = x @ C - 1j * (x @ S)``.
-    """
-    _check_pos("size", size)
-    _check_pos("grid", grid)
-    if size > grid:
-        raise ValueError(f"size {size} exceeds the grid {grid}")
-    a = _angles(np.arange(size), np.arange(grid // 2 + 1), grid)
-    return np.cos(a) / np.sqrt(grid), np.sin(a) / np.sqrt(grid)
-
-
-def dft_matrices(size: int, grid: int) -> tuple[np.ndarray, np.ndarray]:
-    """Cos/sin matrices of the complex DFT along the second-to-last axis.
-
-    Parameters
-    ----------
-    size : int
-        Input length ``M``.
-    grid : int
-        DFT length ``G >= M``.
-
-    Returns
-    -------
-    (numpy.ndarray, numpy.ndarray)
-        ``Cf, Sf`` of shape ``[G, M]``; ``X = (Cf - 1j * Sf) @ A``.
-    """
-    _check_pos("size", size)
-    _check_pos("grid", grid)
-    if size > grid:
-        raise ValueError(f"size {size} exceeds the grid {grid}")
-    a = _angles(np.arange(grid), np.arange(size), grid)
-    return np.cos(a) / np.sqrt(grid), np.sin(a) / np.sqrt(grid)
-
-
-def idft_matrices(grid: int, positions: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-    """Cos/sin matrices of the inverse complex DFT along axis -2, at ``positions`` only.
-
-    Parameters
-    ----------
-    grid : int
-        DFT length ``G``.
-    positions : sequence of int
-        Output rows to evaluate (a crop or a subsampling), each in ``[0, G)``.
-
-    Returns
-    -------
-    (numpy.ndarray, numpy.ndarray)
-        ``Ci, Si`` of shape ``[len(positions), G]``; ``B = (Ci + 1j * Si) @ X``.
-    """
-    _check_pos("grid", grid)
-    pos = np.asarray(positions, dtype=np.int64)
-    if pos.size == 0 or pos.min() < 0 or pos.max() >= grid:
-        raise ValueError(f"positions must be non-empty and in [0, {grid})")
-    a = _angles(pos, np.arange(grid), grid)
-    return np.cos(a) / np.sqrt(grid), np.sin(a) / np.sqrt(grid)
-
-
-def irdft_matrices(grid: int, positions: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-    """Matrices of the half-spectrum-to-real inverse DFT along the last axis.
-
-    Parameters
-    ----------
-    grid : int
-        DFT length ``G``.
-    positions : sequence of int
-        Output columns to evaluate, each in ``[0, G)``.
-
-    Returns
-    -------
-    (numpy.ndarray, numpy.ndarray)
-        ``Wc, Ws`` of shape ``[G // 2 + 1, len(positions)]``;
-        ``x = B.real @ Wc - B.imag @ Ws``. Columns other than DC and Nyquist count twice
-        (they stand for their conjugate partners).
-    """
-    _check_pos("grid", grid)
-    pos = np.asarray(positions, dtype=np.int64)
-    if pos.size == 0 or pos.min() < 0 or pos.max() >= grid:
-        raise ValueError(f"positions must be non-empty and in [0, {grid})")
-    h = grid // 2 + 1
-    w = np.full(h, 2.0)
-    w[0] = 1.0
-    if grid % 2 == 0:
-        w[-1] = 1.0
-    a = _angles(np.arange(h), pos, grid)
-    return w[:, None] * np.cos(a) / np.sqrt(grid), w[:, None] * np.sin(a) / np.sqrt(grid)
 
 
 # --------------------------------------------------------------------------- NumPy references
@@ -298,7 +194,7 @@ def rdft2_primfunc(batch: int, size: int, grid: int, dtype: str = "float32") -> 
         Unscheduled kernel.
     """
     for name, v in (("batch", batch), ("size", size), ("grid", grid)):
-        _check_pos(name, v)
+        check_pos(name, v)
     if size > grid:
         raise ValueError(f"size {size} exceeds the grid {grid}")
     B, M, G, H = batch, size, grid, grid // 2 + 1
@@ -365,7 +261,7 @@ def irdft2_primfunc(batch: int, grid: int, out_size: int, dtype: str = "float32"
         Unscheduled kernel.
     """
     for name, v in (("batch", batch), ("grid", grid), ("out_size", out_size)):
-        _check_pos(name, v)
+        check_pos(name, v)
     if out_size > grid:
         raise ValueError(f"out_size {out_size} exceeds the grid {grid}")
     B, G, H, P = batch, grid, grid // 2 + 1, out_size
@@ -428,7 +324,7 @@ def spectral_cgemm_primfunc(
         Unscheduled kernel.
     """
     for name, v in (("batch", batch), ("cin", cin), ("cout", cout), ("nfreq", nfreq)):
-        _check_pos(name, v)
+        check_pos(name, v)
     B, Ci, Co, Fn = batch, cin, cout, nfreq
 
     @T.prim_func(s_tir=True)
@@ -483,7 +379,7 @@ def spectral_threshold_primfunc(
         Unscheduled kernel.
     """
     for name, v in (("batch", batch), ("channels", channels), ("nfreq", nfreq)):
-        _check_pos(name, v)
+        check_pos(name, v)
     if not beta >= 0:
         raise ValueError(f"beta must be >= 0, got {beta!r}")
     B, C, Fn = batch, channels, nfreq
@@ -536,7 +432,7 @@ def spectral_tanh_primfunc(
         Unscheduled kernel.
     """
     for name, v in (("batch", batch), ("channels", channels), ("nfreq", nfreq)):
-        _check_pos(name, v)
+        check_pos(name, v)
     B, C, Fn = batch, channels, nfreq
 
     @T.prim_func(s_tir=True)

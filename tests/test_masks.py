@@ -6,16 +6,13 @@ import pytest
 import torch
 
 from tvm_freq.freq import FreqConfig, FreqPointwiseConv2d, apply_, freq_layers, squash
+from tvm_freq.freq.export import apply_masks, check_masks_match, export, masks_from_model
 from tvm_freq.masks import (
     FORMAT,
     LayerMask,
     MaskFile,
     MaskMismatchError,
-    apply_masks,
-    check_masks_match,
-    export,
     load_masks,
-    masks_from_model,
     save_masks,
 )
 from tvm_freq.models import get_model

@@ -5,7 +5,7 @@ kernels (``tvm_freq.kernels``) -> schedules (``tvm_freq.schedules``) -> build
 (``pipeline``) -> run (``runtime``).
 
 The compiler names below load TVM on first use, so the PyTorch-only parts
-(``tvm_freq.specnet``, ``tvm_freq.train``, ``tvm_freq.memory``) import and train on
+(``tvm_freq.specnet``, ``tvm_freq.freq``, ``tvm_freq.train``) import and train on
 machines without TVM.
 """
 

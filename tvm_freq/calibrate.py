@@ -223,9 +223,9 @@ def model_batches(
 
 
 def _counts(energy: np.ndarray, keep: float) -> list[int]:
-    from .prune import band_masks_from_energy
+    from .bands import band_counts_from_energy
 
-    return [int(c) for c in band_masks_from_energy(energy, keep)]
+    return [int(c) for c in band_counts_from_energy(energy, keep)]
 
 
 def masks_from_energies(

@@ -16,6 +16,7 @@ Conventions, used everywhere in tvm_freq:
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import numpy as np
 
@@ -25,7 +26,10 @@ __all__ = [
     "zigzag",
     "zigzag_indices",
     "dct_basis",
+    "check_block",
     "padded_size",
+    "block_grid",
+    "num_blocks",
     "block_dct_np",
     "block_idct_np",
 ]
@@ -43,9 +47,32 @@ JPEG_ZIGZAG_8X8 = (
 )  # fmt: skip
 
 
-def _check_block(k: int) -> None:
-    if not isinstance(k, (int, np.integer)) or not MIN_BLOCK <= k <= MAX_BLOCK:
-        raise ValueError(f"macroblock size must be an int in [{MIN_BLOCK}, {MAX_BLOCK}], got {k!r}")
+def check_block(k: Any, what: str = "macroblock size", *, python_int: bool = False) -> None:
+    """Check a macroblock size: an int (not a bool) in ``[MIN_BLOCK, MAX_BLOCK]``.
+
+    The one block-size check of the package: the DCT, the PyTorch layers and the mask
+    file all call it.
+
+    Parameters
+    ----------
+    k : Any
+        Value to check.
+    what : str
+        How to name the value in the error message.
+    python_int : bool
+        Accept only Python ints, not NumPy integers (a mask file must hold JSON ints).
+
+    Raises
+    ------
+    ValueError
+        ``"<what> must be an int in [2, 8], got <k>"``.
+    """
+    if (
+        isinstance(k, bool)
+        or not isinstance(k, int if python_int else (int, np.integer))
+        or not MIN_BLOCK <= k <= MAX_BLOCK
+    ):
+        raise ValueError(f"{what} must be an int in [{MIN_BLOCK}, {MAX_BLOCK}], got {k!r}")
 
 
 @functools.cache
@@ -62,7 +89,7 @@ def zigzag(k: int) -> tuple[tuple[int, int], ...]:
     tuple of (int, int)
         ``k*k`` pairs; entry ``n`` is the frequency (vertical, horizontal) of coefficient ``n``.
     """
-    _check_block(k)
+    check_block(k)
     order = []
     for s in range(2 * k - 1):  # anti-diagonal index row + col
         cells = [(r, s - r) for r in range(k) if 0 <= s - r < k]
@@ -116,7 +143,7 @@ def dct_basis(k: int, dtype: str | np.dtype = "float64") -> np.ndarray:
         ``D`` of shape ``[k*k, k*k]``: coefficient ``n`` of a block ``x`` (flattened
         row-major) is ``D[n] @ x``, and ``x = D.T @ coefs``.
     """
-    _check_block(k)
+    check_block(k)
     return _dct_basis(k).astype(dtype)
 
 
@@ -136,6 +163,43 @@ def padded_size(size: int, k: int) -> int:
         The padded size.
     """
     return -(-size // k) * k
+
+
+def block_grid(height: int, width: int, k: int) -> tuple[int, int]:
+    """Return the number of macroblocks along each axis, ``(ceil(H/k), ceil(W/k))``.
+
+    Parameters
+    ----------
+    height, width : int
+        Spatial size of the map.
+    k : int
+        Macroblock size.
+
+    Returns
+    -------
+    tuple of int
+        Blocks per column and per row (the map is zero padded, :func:`padded_size`).
+    """
+    return padded_size(height, k) // k, padded_size(width, k) // k
+
+
+def num_blocks(height: int, width: int, k: int) -> int:
+    """Return the number of ``k x k`` macroblocks of one ``H x W`` map.
+
+    Parameters
+    ----------
+    height, width : int
+        Spatial size of the map.
+    k : int
+        Macroblock size.
+
+    Returns
+    -------
+    int
+        ``ceil(H/k) * ceil(W/k)``.
+    """
+    bh, bw = block_grid(height, width, k)
+    return bh * bw
 
 
 def _blocks(x: np.ndarray, k: int) -> tuple[np.ndarray, tuple[int, int]]:

@@ -233,7 +233,7 @@ def _from_torch(model, input_shape, example_inputs) -> ImportedModel:
     if spectral_layers(model):
         # The SpecNet training path (complex tensors, compact storage, a custom autograd
         # Function) cannot be exported; its modules provide a real-arithmetic lowering.
-        from .spectral_import import lower_specnet
+        from .specnet.relax_import import lower_specnet
 
         if len(example_inputs) != 1:
             raise ModelImportError("a Spec-network takes exactly one input")

@@ -22,9 +22,18 @@ from typing import Any
 
 import numpy as np
 
-from .dct import padded_size
+from .dct import num_blocks
 
-__all__ = ["LayerMacs", "pointwise_macs", "band_sizes", "relax_network_macs"]
+__all__ = [
+    "LayerMacs",
+    "dense_pointwise_macs",
+    "band_macs",
+    "pointwise_macs",
+    "unpruned_macs",
+    "masked_macs",
+    "band_sizes",
+    "relax_network_macs",
+]
 
 
 @dataclass(frozen=True)
@@ -45,6 +54,71 @@ class LayerMacs:
     def ratio(self) -> float:
         """Frequency-path MACs divided by dense MACs (< 1 means a saving)."""
         return self.freq / self.dense if self.dense else 0.0
+
+
+def dense_pointwise_macs(
+    height: int, width: int, in_channels: int, out_channels: int, batch: int = 1
+) -> int:
+    """MACs of one dense 1x1 conv: ``N * H * W * Cin * Cout``.
+
+    Parameters
+    ----------
+    height, width : int
+        Spatial size of the conv's input (= output).
+    in_channels, out_channels : int
+        ``Cin`` and ``Cout``.
+    batch : int
+        Batch size.
+
+    Returns
+    -------
+    int
+        Multiply-accumulates.
+    """
+    return batch * height * width * in_channels * out_channels
+
+
+def band_macs(
+    height: int,
+    width: int,
+    k: int,
+    in_channels: int,
+    out_channels: int,
+    cin_n: Sequence[int] | np.ndarray,
+    cout_n: Sequence[int] | np.ndarray,
+    batch: int = 1,
+) -> LayerMacs:
+    """The MAC formula of the module docstring, from the per-coefficient channel counts.
+
+    Every other count here (:func:`pointwise_macs`, :func:`masked_macs`,
+    :func:`unpruned_macs`) goes through this one.
+
+    Parameters
+    ----------
+    height, width : int
+        Spatial size of the conv's input (= output).
+    k : int
+        Macroblock size.
+    in_channels, out_channels : int
+        ``Cin`` and ``Cout`` (for the dense count).
+    cin_n, cout_n : sequence of int
+        ``k*k`` counts: how many input (output) channels keep coefficient ``n``. Their
+        sums are the kept ``(channel, coefficient)`` pairs of each side.
+    batch : int
+        Batch size.
+
+    Returns
+    -------
+    LayerMacs
+        Dense and frequency-domain MAC counts.
+    """
+    blocks = batch * num_blocks(height, width, k)
+    return LayerMacs(
+        dense=dense_pointwise_macs(height, width, in_channels, out_channels, batch),
+        dct=blocks * k * k * int(np.sum(cin_n)),
+        gemm=blocks * int(np.dot(cin_n, cout_n)),
+        idct=blocks * k * k * int(np.sum(cout_n)),
+    )
 
 
 def band_sizes(kin: Sequence[int], kout: Sequence[int], k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -99,13 +173,61 @@ def pointwise_macs(
         Dense and frequency-domain MAC counts.
     """
     cin_n, cout_n = band_sizes(kin, kout, k)
-    blocks = batch * (padded_size(height, k) // k) * (padded_size(width, k) // k)
-    return LayerMacs(
-        dense=batch * height * width * len(kin) * len(kout),
-        dct=blocks * k * k * int(np.sum(kin)),
-        gemm=blocks * int(np.dot(cin_n, cout_n)),
-        idct=blocks * k * k * int(np.sum(kout)),
-    )
+    return band_macs(height, width, k, len(kin), len(kout), cin_n, cout_n, batch)
+
+
+def unpruned_macs(
+    height: int, width: int, k: int, in_channels: int, out_channels: int, batch: int = 1
+) -> LayerMacs:
+    """MACs of one pointwise conv in the frequency domain with every coefficient kept.
+
+    Parameters
+    ----------
+    height, width : int
+        Spatial size of the conv's input.
+    k : int
+        Macroblock size.
+    in_channels, out_channels : int
+        ``Cin`` and ``Cout``.
+    batch : int
+        Batch size.
+
+    Returns
+    -------
+    LayerMacs
+        :func:`pointwise_macs` with ``kin = kout = k*k`` everywhere: the transform
+        overhead of an unpruned layer.
+    """
+    nc = k * k
+    return pointwise_macs(height, width, k, [nc] * in_channels, [nc] * out_channels, batch)
+
+
+def masked_macs(
+    height: int, width: int, k: int, in_mask: np.ndarray, out_mask: np.ndarray, batch: int = 1
+) -> LayerMacs:
+    """MACs of one pointwise conv with arbitrary (not necessarily band) 0/1 masks.
+
+    An idealised count: every kept ``(channel, coefficient)`` costs what it costs in a
+    band. Equals :func:`pointwise_macs` for prefix (band) masks.
+
+    Parameters
+    ----------
+    height, width : int
+        Spatial size of the conv's input.
+    k : int
+        Macroblock size.
+    in_mask, out_mask : numpy.ndarray
+        ``[Cin, k*k]`` and ``[Cout, k*k]`` 0/1 (or bool) masks.
+    batch : int
+        Batch size.
+
+    Returns
+    -------
+    LayerMacs
+        Dense and frequency-domain MAC counts.
+    """
+    cin_n, cout_n = in_mask.sum(0).astype(np.int64), out_mask.sum(0).astype(np.int64)
+    return band_macs(height, width, k, in_mask.shape[0], out_mask.shape[0], cin_n, cout_n, batch)
 
 
 def relax_network_macs(mod: Any) -> int:

@@ -7,12 +7,13 @@ the same way people already know.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from ._io import atomic_write
 
 __all__ = [
     "MobileNetV2", "ResNeXt29", "get_model", "MODEL_NAMES", "default_input_shape",
@@ -287,18 +288,16 @@ def export_onnx(model: nn.Module, path: str | Path, input_shape: tuple[int, ...]
     """
     import warnings
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the TorchScript exporter warns it is legacy
-        # The TorchScript exporter folds batch norm into the convs, as deployed models are.
-        torch.onnx.export(
-            model.eval(), (torch.zeros(input_shape),), str(tmp), dynamo=False,
-            input_names=["input"], output_names=["output"], opset_version=17,
-        )  # fmt: skip
-    os.replace(tmp, path)
-    return path
+    def write(tmp: Path) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the TorchScript exporter warns it is legacy
+            # The TorchScript exporter folds batch norm into the convs, as deployed models are.
+            torch.onnx.export(
+                model.eval(), (torch.zeros(input_shape),), str(tmp), dynamo=False,
+                input_names=["input"], output_names=["output"], opset_version=17,
+            )  # fmt: skip
+
+    return atomic_write(path, write)
 
 
 def bundled_onnx(name: str = "mobilenetv2-224", cache_dir: str | Path | None = None) -> Path:

@@ -271,7 +271,7 @@ def test_pruned_mobilenetv2_equals_pytorch_with_same_hard_masks(source, tmp_path
     """End to end: every pointwise conv pruned, bias/ReLU6/residual epilogues included."""
     import copy
 
-    from tvm_freq.masks import apply_masks
+    from tvm_freq.freq.export import apply_masks
     from tvm_freq.models import export_onnx, get_model
 
     net = get_model("mobilenetv2-cifar", width_mult=0.5).eval()

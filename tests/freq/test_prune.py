@@ -7,7 +7,7 @@ from torch import nn
 
 from tvm_freq.dct import block_dct_np
 from tvm_freq.freq import FreqConfig, KeptCounts, apply_, freq_layers, is_prefix_mask, model_macs
-from tvm_freq.prune import (
+from tvm_freq.freq.prune import (
     STRATEGIES,
     LayerStats,
     apply_counts,

@@ -8,22 +8,27 @@ constant DFT matrices and per-block kernel spectra as buffers) and exports it wi
 ``sqrt``, ``gt``, ``where``, ``avg_pool2d``, reshapes), so
 ``relax.frontend.torch.from_exported_program`` converts it with no custom converter.
 Every FFT becomes two real matmul stages against the cos/sin matrices of
-:mod:`tvm_freq.kernels.dft`, the per-frequency complex GEMM four batched real matmuls,
+:mod:`tvm_freq.dft_matrices`, the per-frequency complex GEMM four batched real matmuls,
 and threshold plus tanh elementwise ops, all of which ``tvm_freq.build`` can fuse and
 tune like any other Relax graph. See ``docs/specnet.md`` for why this route was chosen
 over a ``custom_convert_map``.
+
+TVM is imported inside :func:`specnet_to_relax` only, so that ``import tvm_freq.specnet``
+loads no TVM.
 """
 
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-import tvm
 from torch import nn
 
-from .specnet import set_lowering, spectral_layers
+from .layers import set_lowering, spectral_layers
+
+if TYPE_CHECKING:
+    import tvm
 
 __all__ = ["lower_specnet", "specnet_to_relax"]
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tvm_freq.memory import (
+from tvm_freq.specnet import calibrate_, get_specnet, spectral_layers
+from tvm_freq.specnet.memory import (
     SavedTensorCounter,
     memory_ratios,
     peak_rss_step,
     saved_tensor_bytes,
 )
-from tvm_freq.specnet import calibrate_, get_specnet, spectral_layers
 
 
 def test_counter_counts_each_storage_once():

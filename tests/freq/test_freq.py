@@ -11,7 +11,6 @@ from tvm_freq.freq import (
     BlockIDCT,
     FreqConfig,
     FreqPointwiseConv2d,
-    _masked_macs,
     apply_,
     block_dct,
     block_idct,
@@ -31,6 +30,7 @@ from tvm_freq.freq import (
     squash,
     unwrap_,
 )
+from tvm_freq.macs import masked_macs as _masked_macs
 from tvm_freq.macs import pointwise_macs
 from tvm_freq.models import get_model
 

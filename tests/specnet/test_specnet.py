@@ -8,7 +8,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tvm_freq.memory import SavedTensorCounter
 from tvm_freq.specnet import (
     SPECNET_NAMES,
     AvgPool,
@@ -32,6 +31,7 @@ from tvm_freq.specnet import (
     unique_entries,
     unpack_mask,
 )
+from tvm_freq.specnet.memory import SavedTensorCounter
 
 D = torch.float64
 

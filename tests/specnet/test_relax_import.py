@@ -12,7 +12,7 @@ import tvm
 import tvm_freq
 from tvm_freq.pipeline import UntunedWarning
 from tvm_freq.specnet import SPECNET_NAMES, calibrate_, get_specnet, spectral_layers
-from tvm_freq.spectral_import import lower_specnet, specnet_to_relax
+from tvm_freq.specnet.relax_import import lower_specnet, specnet_to_relax
 
 
 def _trained_like(name: str, beta: float, **kw) -> torch.nn.Module:

@@ -1,0 +1,99 @@
+"""Checkpoints of a training run: atomic save, RNG states, configuration compatibility.
+
+A checkpoint is written atomically (:func:`tvm_freq._io.atomic_write`), so an
+interruption leaves the previous one intact; it holds the RNG states
+(:func:`rng_state`) and is only resumed with a compatible configuration
+(:func:`check_compatible`: only the run-control fields may differ).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .._io import atomic_write
+from .config import TrainConfig
+
+__all__ = [
+    "CKPT_VERSION",
+    "RUN_CONTROL",
+    "save_checkpoint",
+    "rng_state",
+    "set_rng_state",
+    "check_compatible",
+]
+
+# Fields that may change between an interrupted run and its resumption.
+RUN_CONTROL = {"max_steps", "progress", "resume", "num_threads", "checkpoint_every", "device"}
+CKPT_VERSION = 1
+
+
+def save_checkpoint(obj: Any, path: Path) -> None:
+    """``torch.save`` a checkpoint atomically (the previous one survives an interruption).
+
+    Parameters
+    ----------
+    obj : Any
+        Checkpoint contents.
+    path : pathlib.Path
+        Destination.
+    """
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def rng_state() -> dict[str, Any]:
+    """The global RNG states of PyTorch, NumPy and Python.
+
+    Returns
+    -------
+    dict
+        ``torch``, ``numpy`` and ``python`` states.
+    """
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` returned.
+
+    Parameters
+    ----------
+    state : dict
+        Saved RNG states.
+    """
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+
+
+def check_compatible(saved: dict[str, Any], cfg: TrainConfig) -> None:
+    """Check that a checkpoint's configuration may be resumed with ``cfg``.
+
+    Parameters
+    ----------
+    saved : dict
+        The checkpoint's ``asdict(TrainConfig)``.
+    cfg : TrainConfig
+        The configuration of this run.
+
+    Raises
+    ------
+    ValueError
+        Naming the fields (other than :data:`RUN_CONTROL`) that differ.
+    """
+    now = asdict(cfg)
+    diff = [k for k in now if k not in RUN_CONTROL and saved.get(k) != now[k]]
+    if diff:
+        raise ValueError(
+            f"checkpoint in {cfg.out_dir} was written with a different configuration "
+            f"({', '.join(f'{k}: {saved.get(k)!r} -> {now[k]!r}' for k in diff)}); "
+            "use another out_dir or resume=False"
+        )
