@@ -19,6 +19,8 @@ Pipeline (every stage is an ordinary TVM pass or MetaSchedule call):
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import time
 import warnings
 from collections.abc import Sequence
@@ -240,6 +242,25 @@ def apply_default_schedules(mod: tvm.IRModule, target: tvm.target.Target) -> tvm
     return mod
 
 
+@contextlib.contextmanager
+def _unnamed_log_handlers_detached():
+    """Detach unnamed handlers from MetaSchedule's logger while it configures logging.
+
+    MetaSchedule rebuilds its logging config from the names of the handlers on its logger,
+    and crashes on a handler without a name (pytest's log capture adds such handlers, and
+    so may any application). They are put back afterwards.
+    """
+    logger = logging.getLogger("tvm.s_tir.meta_schedule")
+    unnamed = [h for h in logger.handlers if h.get_name() is None]
+    for h in unnamed:
+        logger.removeHandler(h)
+    try:
+        yield
+    finally:
+        for h in unnamed:
+            logger.addHandler(h)
+
+
 def _has_record(db: ms.database.Database, task: Any, target: tvm.target.Target) -> bool:
     return has_record(db, task.dispatched[0], target, task.task_name)
 
@@ -285,9 +306,10 @@ def tune(
         lanes = vector_lanes(target)
         plain = [t for t in selected if not _is_freq_task(t)]
         freq = [t for t in selected if _is_freq_task(t)]
-        contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
-            plain, work_dir=str(store.directory(target))
-        )
+        with _unnamed_log_handlers_detached():
+            contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+                plain, work_dir=str(store.directory(target))
+            )
         if freq:
             # The hand-written schedule is the whole design space; tuning samples its tile
             # sizes (MetaSchedule's generic rules cannot schedule a multi-stage kernel).
@@ -295,10 +317,11 @@ def tune(
                 lambda sch: sample_knobs(sch, lanes), sch_rules=[], postprocs=[],
                 mutator_probs={},
             )  # fmt: skip
-            more, more_w = ms.relax_integration.extracted_tasks_to_tune_contexts(
-                freq, work_dir=str(store.directory(target)), space=space,
-                strategy="replay-trace",
-            )  # fmt: skip
+            with _unnamed_log_handlers_detached():
+                more, more_w = ms.relax_integration.extracted_tasks_to_tune_contexts(
+                    freq, work_dir=str(store.directory(target)), space=space,
+                    strategy="replay-trace",
+                )  # fmt: skip
             contexts, weights = contexts + more, weights + more_w
         progress, bar, measured = _progress_callback(budget, tuning.progress)
         callbacks = [*ms.measure_callback.MeasureCallback.create("default"), progress]
