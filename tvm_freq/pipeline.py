@@ -133,7 +133,7 @@ class BuildReport:
             f"target {self.target} ({self.source} model)",
             f"tasks: {self.num_tasks}, with records: {self.tasks_with_records}, "
             f"tuned now: {self.tasks_tuned} ({self.trials_run} trials, {self.tune_seconds:.0f} s), "
-            f"untuned: {len(self.untuned_tasks)}, frequency kernels on their default schedule: "
+            f"untuned: {len(self.untuned_tasks)}, on a default schedule: "
             f"{len(self.default_scheduled)}",
         ]
         if self.layers:
@@ -212,28 +212,46 @@ def _is_freq_task(task: Any) -> bool:
     return is_fused_pointwise(task.dispatched[0]["main"])
 
 
+def _has_default_schedule(task: Any) -> bool:
+    """Whether a task without a record still gets a hand-written schedule (not naive loops)."""
+    from tvm_freq.schedules.conv2d import conv_kind
+
+    return _is_freq_task(task) or conv_kind(task.dispatched[0]["main"]) is not None
+
+
 def apply_default_schedules(mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRModule:
-    """Give every still-unscheduled frequency-band kernel its hand-written default schedule.
+    """Give every kernel that is still unscheduled its hand-written default schedule.
+
+    Frequency-band kernels get :mod:`tvm_freq.schedules.freq_pointwise`; dense pointwise
+    and depthwise convs get :mod:`tvm_freq.schedules.conv2d`. Kernels that a tuning
+    record scheduled (marked ``tirx.is_scheduled``) are left as they are, and so are
+    kernels no default schedule fits.
 
     Parameters
     ----------
     mod : tvm.IRModule
         Module after ``MetaScheduleApplyDatabase`` (kernels with records are scheduled).
     target : tvm.target.Target
-        Target whose vector width and core count the schedule uses.
+        Target whose vector width and core count the schedules use.
 
     Returns
     -------
     tvm.IRModule
-        The module with every fused kernel scheduled.
+        The module with default schedules applied.
     """
+    from tvm_freq.schedules import conv2d
     from tvm_freq.schedules.freq_pointwise import default_schedule, is_fused_pointwise
 
-    updates = {
-        gv: default_schedule(func, target)
-        for gv, func in mod.functions.items()
-        if isinstance(func, tvm.tirx.PrimFunc) and is_fused_pointwise(func)
-    }
+    updates = {}
+    for gv, func in mod.functions.items():
+        if not isinstance(func, tvm.tirx.PrimFunc):
+            continue
+        if is_fused_pointwise(func):
+            updates[gv] = default_schedule(func, target)
+        elif not bool((func.attrs or {}).get("tirx.is_scheduled", False)):
+            scheduled = conv2d.default_schedule(func, target)
+            if scheduled is not None:
+                updates[gv] = scheduled
     if not updates:
         return mod
     mod = tvm.IRModule(mod.functions, attrs=mod.attrs)  # a copy: passes must not mutate
@@ -348,8 +366,8 @@ def tune(
         lookup = store.union(target)
         missing = [t for t in tasks if not _has_record(lookup, t, target)]
     if report is not None:
-        report.untuned_tasks = [t.task_name for t in missing if not _is_freq_task(t)]
-        report.default_scheduled = [t.task_name for t in missing if _is_freq_task(t)]
+        report.untuned_tasks = [t.task_name for t in missing if not _has_default_schedule(t)]
+        report.default_scheduled = [t.task_name for t in missing if _has_default_schedule(t)]
     return lookup
 
 

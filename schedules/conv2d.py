@@ -1,0 +1,305 @@
+"""Default CPU schedules for the dense convolutions that Relax legalises (NCHW).
+
+An untuned build used to run these kernels as naive loops (about 1 GMAC/s). When no
+tuning record matches, :func:`default_schedule` gives each a hand-written schedule:
+
+- **pointwise** (1x1, stride 1, groups 1; block ``conv2d_nchw``): a register-tiled GEMM
+  ``out[f, p] = sum_c W[f, c] X[c, p]`` over the flattened pixels ``p = y * W + x``.
+  When the pixel count is a multiple of the vector width, pixels are vectorised and
+  output channels are the register rows (weights broadcast, activations loaded as
+  vectors). Otherwise (14x14, 7x7 maps) output channels are vectorised from a transposed
+  copy of the weights, and pixels are the rows; the accumulators live in ``[p, f]`` order
+  and the epilogue transposes the tile once.
+- **depthwise** (block ``group_conv2d_nchw`` with one input channel per group): per
+  channel, the padded plane is built once, then each output row accumulates the ``k x k``
+  taps on vectors of output columns.
+
+The elementwise epilogue that Relax fused into the conv (bias, ReLU6 clip, a residual
+add) is inlined into one block and computed per tile, while the tile is in cache.
+Kernels whose shape fits neither pattern are left as they are. Records from tuning
+always take precedence (the pipeline applies this only to kernels without a record).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+import tvm
+from tvm import s_tir
+from tvm.s_tir.schedule import ScheduleError
+
+from tvm_freq.schedules.freq_pointwise import vector_lanes
+
+__all__ = [
+    "CONV_BLOCK", "DEPTHWISE_BLOCK", "PAD_BLOCK", "ConvKind", "ConvKnobs", "conv_kind",
+    "default_schedule", "knobs_for", "schedule_depthwise", "schedule_pointwise",
+]  # fmt: skip
+
+# Block names of Relax's legalised NCHW convolutions (TOPI's compute definitions).
+CONV_BLOCK = "conv2d_nchw"
+DEPTHWISE_BLOCK = "group_conv2d_nchw"
+PAD_BLOCK = "pad_temp"
+
+
+class ConvKind(Enum):
+    """Which default schedule a kernel gets."""
+
+    POINTWISE = "pointwise"
+    DEPTHWISE = "depthwise"
+
+
+@dataclass(frozen=True)
+class ConvKnobs:
+    """Tile sizes of the default conv schedules.
+
+    Parameters
+    ----------
+    lanes : int
+        Vector width in floats (16 with AVX-512, 8 with AVX2).
+    rows : int
+        Register rows of the pointwise micro-kernel (upper bound; a divisor is used).
+    col_vectors : int
+        Vectors per row of the pointwise micro-kernel (upper bound).
+    parallel : bool
+        Spread output-channel tiles over threads.
+    """
+
+    lanes: int = 16
+    rows: int = 7
+    col_vectors: int = 4
+    parallel: bool = False
+
+    def __post_init__(self) -> None:
+        if self.lanes < 1 or self.lanes & (self.lanes - 1):
+            raise ValueError(f"lanes must be a power of two, got {self.lanes}")
+        if self.rows < 1 or self.col_vectors < 1:
+            raise ValueError("rows and col_vectors must be >= 1")
+
+
+def knobs_for(target: tvm.target.Target) -> ConvKnobs:
+    """The default conv knobs for a CPU target.
+
+    Parameters
+    ----------
+    target : tvm.target.Target
+        CPU target; its vector width and ``num-cores`` decide lanes and parallelism.
+
+    Returns
+    -------
+    ConvKnobs
+        The knobs.
+    """
+    cores = int(target.attrs.get("num-cores", 1) or 1)
+    lanes = vector_lanes(target)
+    # rows x col_vectors accumulators plus the operands must fit the vector registers:
+    # 32 with AVX-512, 16 with AVX2.
+    return ConvKnobs(lanes=lanes, rows=7 if lanes >= 16 else 4, col_vectors=4 if lanes >= 16
+                     else 2, parallel=cores > 1)  # fmt: skip
+
+
+def _block_names(func: tvm.tirx.PrimFunc) -> set[str]:
+    sch = s_tir.Schedule(tvm.IRModule({"main": func}), error_render_level="none")
+    found = set()
+    for name in (CONV_BLOCK, DEPTHWISE_BLOCK, PAD_BLOCK):
+        try:
+            sch.get_sblock(name)
+        except ScheduleError:  # no block of that name
+            continue
+        found.add(name)
+    return found
+
+
+def _shape(buf: object) -> tuple[int, ...]:
+    return tuple(int(d) for d in buf.shape)  # type: ignore[attr-defined]
+
+
+def conv_kind(func: tvm.tirx.PrimFunc) -> ConvKind | None:
+    """Which default schedule fits a legalised kernel, if any.
+
+    Parameters
+    ----------
+    func : tvm.tirx.PrimFunc
+        A fused kernel from Relax's ``LegalizeOps`` + ``FuseTIR``.
+
+    Returns
+    -------
+    ConvKind or None
+        ``POINTWISE`` for a 1x1 stride-1 unpadded conv, ``DEPTHWISE`` for a conv with one
+        input channel per group, else None.
+    """
+    if len(func.params) < 3:
+        return None
+    names = _block_names(func)
+    if PAD_BLOCK not in names:
+        return None
+    x, w, out = _shape(func.params[0]), _shape(func.params[1]), _shape(func.params[-1])
+    if len(x) != 4 or len(w) != 4 or len(out) != 4:
+        return None
+    if CONV_BLOCK in names and DEPTHWISE_BLOCK not in names:
+        if w[2:] == (1, 1) and x[2:] == out[2:] and w[1] == x[1] and out[1] == w[0]:
+            return ConvKind.POINTWISE
+    if DEPTHWISE_BLOCK in names and CONV_BLOCK not in names:
+        if w[1] == 1 and x[1] == out[1] == w[0]:
+            return ConvKind.DEPTHWISE
+    return None
+
+
+def _largest_divisor(n: int, cap: int) -> int:
+    return max(d for d in range(1, min(n, cap) + 1) if n % d == 0)
+
+
+def _epilogue(sch: s_tir.Schedule, block: s_tir.SBlockRV) -> s_tir.SBlockRV | None:
+    """Inline the elementwise chain after ``block`` into its last block; return that block."""
+    chain = []
+    current = block
+    while True:
+        consumers = sch.get_consumers(current)
+        if len(consumers) != 1:
+            break
+        current = consumers[0]
+        chain.append(current)
+    for b in chain[:-1]:
+        sch.compute_inline(b)
+    return chain[-1] if chain else None
+
+
+def _read_index(sch: s_tir.Schedule, block: s_tir.SBlockRV, buffer: object) -> int:
+    names = [r.source.name for r in sch.get(block).reads]
+    return names.index(buffer.name)  # type: ignore[attr-defined]
+
+
+def schedule_pointwise(sch: s_tir.Schedule, knobs: ConvKnobs = ConvKnobs()) -> None:
+    """Schedule a legalised pointwise conv (with its fused epilogue) in place.
+
+    Parameters
+    ----------
+    sch : tvm.s_tir.Schedule
+        Schedule of a module whose ``main`` is a :data:`ConvKind.POINTWISE` kernel.
+    knobs : ConvKnobs
+        Tile sizes.
+    """
+    func = sch.mod["main"]
+    conv = sch.get_sblock(CONV_BLOCK)
+    sch.compute_inline(sch.get_sblock(PAD_BLOCK))  # 1x1 unpadded: a plain copy
+    last = _epilogue(sch, conv)
+    _, f, y, x, *_ = sch.get_loops(conv)
+    width = int(sch.get(x).extent)
+    pixels = int(sch.get(y).extent) * width
+    channels = int(sch.get(f).extent)
+    lanes = knobs.lanes
+    # Activations as [n, c, p]: contiguous vectors of pixels, no div/mod in the GEMM.
+    flat = sch.cache_read(conv, _read_index(sch, conv, func.params[0]), "global")
+    sch.transform_layout(flat, ("write", 0), lambda n, c, y, x: (n, c, y * width + x))
+    over_pixels = pixels % lanes == 0
+    if over_pixels:
+        sch.transform_layout(conv, ("write", 0), lambda n, f, y, x: (n, f, y * width + x))
+    else:
+        # Vectorise output channels: weights transposed to [c, f] (once per call),
+        # accumulators in [p, f] order.
+        wt = sch.cache_read(conv, _read_index(sch, conv, func.params[1]), "global")
+        sch.transform_layout(wt, ("write", 0), lambda f, c, a, b: (c, a, b, f))
+        sch.transform_layout(conv, ("write", 0), lambda n, f, y, x: (n, y * width + x, f))
+        lanes = 1 << (_largest_divisor(channels, lanes).bit_length() - 1)
+    sch.transform_block_layout(
+        conv, lambda n, f, y, x, rc, ry, rx: (n, f, y * width + x, rc, ry, rx)
+    )
+    if last is not None:
+        sch.transform_block_layout(last, lambda n, f, y, x: (n, f, y * width + x))
+    n, f, p, rc, ry, rx = sch.get_loops(conv)
+    if over_pixels:
+        vecs = _largest_divisor(pixels // lanes, knobs.col_vectors)
+        rows = _largest_divisor(channels, knobs.rows)
+        p0, p1, pv = sch.split(p, [None, vecs, lanes])
+        f0, f1 = sch.split(f, [None, rows])
+        sch.reorder(n, f0, p0, rc, ry, rx, f1, p1, pv)
+        inner = (f1, p1, pv)
+    else:
+        vecs = _largest_divisor(channels // lanes, knobs.col_vectors)
+        rows = _largest_divisor(pixels, knobs.rows)
+        f0, f1, fv = sch.split(f, [None, vecs, lanes])
+        p0, p1 = sch.split(p, [None, rows])
+        sch.reorder(n, f0, p0, rc, ry, rx, p1, f1, fv)
+        inner = (p1, f1, fv)
+    if last is not None:
+        sch.reverse_compute_at(last, p0)
+        lf, lp = sch.get_loops(last)[-2:]
+        if over_pixels:
+            sch.vectorize(sch.split(lp, [None, lanes])[1])
+        else:
+            sch.reorder(lp, lf)
+            sch.vectorize(sch.split(lf, [None, lanes])[1])
+    sch.unroll(inner[0])
+    sch.unroll(inner[1])
+    if lanes > 1:
+        sch.vectorize(inner[2])
+    fl = sch.get_loops(flat)
+    sch.vectorize(sch.split(sch.fuse(fl[-2], fl[-1]), [None, knobs.lanes])[1])
+    if knobs.parallel:
+        sch.parallel(f0)
+    sch.decompose_reduction(conv, rc)
+
+
+def schedule_depthwise(sch: s_tir.Schedule, knobs: ConvKnobs = ConvKnobs()) -> None:
+    """Schedule a legalised depthwise conv (with its fused epilogue) in place.
+
+    Parameters
+    ----------
+    sch : tvm.s_tir.Schedule
+        Schedule of a module whose ``main`` is a :data:`ConvKind.DEPTHWISE` kernel.
+    knobs : ConvKnobs
+        Vector width and parallelism.
+    """
+    conv = sch.get_sblock(DEPTHWISE_BLOCK)
+    pad = sch.get_sblock(PAD_BLOCK)
+    last = _epilogue(sch, conv)
+    n, f, y, x, rc, ry, rx = sch.get_loops(conv)
+    width = int(sch.get(x).extent)
+    # Output columns in vectors that divide the row (7 and 14 wide rows are one vector):
+    # no predicated tail. Each vector accumulates all k x k taps in a register.
+    lanes = _largest_divisor(width, knobs.lanes)
+    x0, xv = sch.split(x, [None, lanes])
+    sch.reorder(n, f, y, x0, rc, ry, rx, xv)
+    sch.compute_at(pad, f)  # the padded plane of one channel, built once
+    if last is not None:
+        sch.reverse_compute_at(last, y)
+        lx = sch.get_loops(last)[-1]
+        sch.vectorize(sch.split(lx, [None, lanes])[1])
+    pl = sch.get_loops(pad)
+    sch.vectorize(sch.split(pl[-1], [None, min(knobs.lanes, int(sch.get(pl[-1]).extent))])[1])
+    sch.unroll(ry)
+    sch.unroll(rx)
+    sch.vectorize(xv)
+    if knobs.parallel:
+        sch.parallel(sch.fuse(n, f))
+    sch.decompose_reduction(conv, rc)
+
+
+def default_schedule(
+    func: tvm.tirx.PrimFunc, target: tvm.target.Target
+) -> tvm.tirx.PrimFunc | None:
+    """Apply the default schedule for ``target`` to a legalised conv kernel.
+
+    Parameters
+    ----------
+    func : tvm.tirx.PrimFunc
+        A fused kernel; see :func:`conv_kind`.
+    target : tvm.target.Target
+        CPU target.
+
+    Returns
+    -------
+    tvm.tirx.PrimFunc or None
+        The scheduled kernel, marked ``tirx.is_scheduled``; None when no default schedule
+        fits (the kernel is then left as it is).
+    """
+    kind = conv_kind(func)
+    if kind is None:
+        return None
+    sch = s_tir.Schedule(tvm.IRModule({"main": func}))
+    knobs = knobs_for(target)
+    if kind is ConvKind.POINTWISE:
+        schedule_pointwise(sch, knobs)
+    else:
+        schedule_depthwise(sch, knobs)
+    return sch.mod["main"].with_attr("tirx.is_scheduled", True)

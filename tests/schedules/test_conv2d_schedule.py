@@ -1,0 +1,122 @@
+"""Default schedules of dense pointwise and depthwise convs: which kernels, and exactness."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+import tvm_freq
+from tvm_freq import Tuning, UntunedWarning
+from tvm_freq.frontend import import_model
+from tvm_freq.pipeline import lower
+from tvm_freq.schedules.conv2d import ConvKind, ConvKnobs, conv_kind, knobs_for
+from tvm_freq.target import host_target
+
+
+def _kernels(net: torch.nn.Module, shape) -> dict[str, ConvKind | None]:
+    mod = lower(import_model(net.eval(), input_shape=shape).mod, host_target())
+    return {gv.name_hint: conv_kind(f) for gv, f in mod.functions.items()
+            if hasattr(f, "params") and gv.name_hint != "main"}  # fmt: skip
+
+
+def _kinds(net, shape) -> list[ConvKind | None]:
+    return sorted((k for k in _kernels(net, shape).values()), key=lambda k: str(k))
+
+
+@pytest.mark.parametrize(
+    ("net", "kind"),
+    [
+        (torch.nn.Conv2d(8, 16, 1), ConvKind.POINTWISE),
+        (torch.nn.Sequential(torch.nn.Conv2d(8, 16, 1), torch.nn.ReLU6()), ConvKind.POINTWISE),
+        (torch.nn.Conv2d(8, 8, 3, padding=1, groups=8), ConvKind.DEPTHWISE),
+        (torch.nn.Conv2d(8, 8, 3, stride=2, padding=1, groups=8), ConvKind.DEPTHWISE),
+        (torch.nn.Conv2d(8, 8, 5, padding=2, groups=8, bias=False), ConvKind.DEPTHWISE),
+    ],
+)  # fmt: skip
+def test_conv_kind_matches(net, kind):
+    assert kind in _kinds(net, (1, 8, 14, 14))
+
+
+@pytest.mark.parametrize(
+    "net",
+    [
+        torch.nn.Conv2d(8, 16, 3, padding=1),  # a regular conv
+        torch.nn.Conv2d(8, 16, 1, stride=2),  # strided 1x1
+        torch.nn.Conv2d(8, 16, 1, padding=1),  # padded 1x1
+        torch.nn.Conv2d(8, 16, 3, padding=1, groups=4),  # grouped, not depthwise
+        torch.nn.Conv2d(8, 16, 3, padding=1, groups=8),  # depthwise with a multiplier
+        torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(8 * 14 * 14, 10)),
+    ],
+)  # fmt: skip
+def test_conv_kind_leaves_other_kernels_alone(net):
+    assert all(k is None for k in _kinds(net, (1, 8, 14, 14)))
+
+
+class _Block(torch.nn.Module):
+    """MobileNetV2-like: expand, depthwise (stride s), project, residual when shapes allow."""
+
+    def __init__(self, cin: int, mid: int, cout: int, stride: int):
+        super().__init__()
+        torch.manual_seed(0)
+        self.expand = torch.nn.Conv2d(cin, mid, 1)
+        self.dw = torch.nn.Conv2d(mid, mid, 3, stride=stride, padding=1, groups=mid)
+        self.project = torch.nn.Conv2d(mid, cout, 1)
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x):
+        y = torch.clamp(self.expand(x), 0, 6)
+        y = torch.clamp(self.dw(y), 0, 6)
+        y = self.project(y)
+        return x + y if self.residual else y
+
+
+@pytest.mark.parametrize(
+    ("cin", "mid", "cout", "size", "stride"),
+    [
+        (16, 48, 16, 16, 1),  # pixels a multiple of 16: vectorised over pixels
+        (16, 48, 16, 14, 1),  # 196 pixels: vectorised over output channels
+        (24, 40, 24, 7, 1),  # 49 pixels, 40 and 24 channels: 8-lane vectors
+        (8, 24, 12, 15, 2),  # odd size, stride 2
+        (3, 6, 5, 9, 1),  # channel counts with no vector-friendly divisor
+    ],
+)  # fmt: skip
+def test_default_scheduled_network_equals_pytorch(cin, mid, cout, size, stride):
+    net = _Block(cin, mid, cout, stride).eval()
+    x = torch.randn(1, cin, size, size)
+    kinds = _kernels(net, tuple(x.shape)).values()
+    assert sum(k is ConvKind.POINTWISE for k in kinds) == 2
+    assert sum(k is ConvKind.DEPTHWISE for k in kinds) == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UntunedWarning)  # every kernel is scheduled
+        model = tvm_freq.build(net, example_inputs=x, tuning=Tuning(use_shipped=False))
+    assert len(model.report.default_scheduled) == 3
+    assert not model.report.untuned_tasks
+    with torch.no_grad():
+        ref = net(x).numpy()
+    out = model(x)
+    assert np.abs(out - ref).max() / np.abs(ref).max() < 1e-5
+
+
+def test_default_schedule_with_threads_is_exact():
+    net = _Block(16, 32, 16, 1).eval()
+    x = torch.randn(1, 16, 14, 14)
+    model = tvm_freq.build(net, example_inputs=x, tuning=Tuning(use_shipped=False), threads=2)
+    with torch.no_grad():
+        ref = net(x).numpy()
+    assert np.abs(model(x) - ref).max() / np.abs(ref).max() < 1e-5
+
+
+def test_knobs_follow_the_target():
+    import tvm
+
+    avx512 = knobs_for(tvm.target.Target({"kind": "llvm", "mcpu": "skylake-avx512",
+                                          "num-cores": 2}))  # fmt: skip
+    assert avx512.lanes == 16 and avx512.parallel
+    one = knobs_for(tvm.target.Target({"kind": "llvm", "mcpu": "skylake-avx512",
+                                       "num-cores": 1}))  # fmt: skip
+    assert not one.parallel
+    with pytest.raises(ValueError, match="power of two"):
+        ConvKnobs(lanes=12)
