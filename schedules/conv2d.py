@@ -28,7 +28,6 @@ from enum import Enum
 import tvm
 from tvm import s_tir
 from tvm.s_tir.schedule import ScheduleError
-
 from tvm_freq.schedules.freq_pointwise import vector_lanes
 
 __all__ = [

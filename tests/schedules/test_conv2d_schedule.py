@@ -7,12 +7,12 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from tvm_freq.schedules.conv2d import ConvKind, ConvKnobs, conv_kind, knobs_for
 
 import tvm_freq
 from tvm_freq import Tuning, UntunedWarning
 from tvm_freq.frontend import import_model
 from tvm_freq.pipeline import lower
-from tvm_freq.schedules.conv2d import ConvKind, ConvKnobs, conv_kind, knobs_for
 from tvm_freq.target import host_target
 
 
