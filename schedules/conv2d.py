@@ -13,6 +13,8 @@ tuning record matches, :func:`default_schedule` gives each a hand-written schedu
 - **depthwise** (block ``group_conv2d_nchw`` with one input channel per group): per
   channel, the padded plane is built once, then each output row accumulates the ``k x k``
   taps on vectors of output columns.
+- **general** (any other ``conv2d_nchw``: a 3x3 stride-2 stem, a strided or padded 1x1):
+  output channels vectorised from transposed weights, output columns as register rows.
 
 The elementwise epilogue that Relax fused into the conv (bias, ReLU6 clip, a residual
 add) is inlined into one block and computed per tile, while the tile is in cache.
@@ -32,7 +34,8 @@ from tvm_freq.schedules.freq_pointwise import vector_lanes
 
 __all__ = [
     "CONV_BLOCK", "DEPTHWISE_BLOCK", "PAD_BLOCK", "ConvKind", "ConvKnobs", "conv_kind",
-    "default_schedule", "knobs_for", "schedule_depthwise", "schedule_pointwise",
+    "default_schedule", "knobs_for", "schedule_depthwise", "schedule_general",
+    "schedule_pointwise",
 ]  # fmt: skip
 
 # Block names of Relax's legalised NCHW convolutions (TOPI's compute definitions).
@@ -46,6 +49,7 @@ class ConvKind(Enum):
 
     POINTWISE = "pointwise"
     DEPTHWISE = "depthwise"
+    GENERAL = "general"  # any other conv with groups 1 (e.g. a 3x3 stride-2 stem)
 
 
 @dataclass(frozen=True)
@@ -136,8 +140,11 @@ def conv_kind(func: tvm.tirx.PrimFunc) -> ConvKind | None:
     if len(x) != 4 or len(w) != 4 or len(out) != 4:
         return None
     if CONV_BLOCK in names and DEPTHWISE_BLOCK not in names:
-        if w[2:] == (1, 1) and x[2:] == out[2:] and w[1] == x[1] and out[1] == w[0]:
+        if w[1] != x[1] or out[1] != w[0]:
+            return None
+        if w[2:] == (1, 1) and x[2:] == out[2:]:
             return ConvKind.POINTWISE
+        return ConvKind.GENERAL
     if DEPTHWISE_BLOCK in names and CONV_BLOCK not in names:
         if w[1] == 1 and x[1] == out[1] == w[0]:
             return ConvKind.DEPTHWISE
@@ -161,6 +168,20 @@ def _epilogue(sch: s_tir.Schedule, block: s_tir.SBlockRV) -> s_tir.SBlockRV | No
     for b in chain[:-1]:
         sch.compute_inline(b)
     return chain[-1] if chain else None
+
+
+def _tile_loops(
+    sch: s_tir.Schedule, block: s_tir.SBlockRV, depth: int, **extents: int
+) -> dict[str, s_tir.LoopRV]:
+    """Name the loops ``reverse_compute_at`` made for ``block`` below ``depth`` outer loops.
+
+    It makes one loop per iteration variable of the tile, in the order given, and none
+    for those of extent 1.
+    """
+    own = sch.get_loops(block)[depth:]
+    names = [k for k, e in extents.items() if e > 1]
+    assert len(own) == len(names), (names, len(own))
+    return dict(zip(names, own, strict=True))
 
 
 def _read_index(sch: s_tir.Schedule, block: s_tir.SBlockRV, buffer: object) -> int:
@@ -222,12 +243,15 @@ def schedule_pointwise(sch: s_tir.Schedule, knobs: ConvKnobs = ConvKnobs()) -> N
         inner = (p1, f1, fv)
     if last is not None:
         sch.reverse_compute_at(last, p0)
-        lf, lp = sch.get_loops(last)[-2:]
         if over_pixels:
-            sch.vectorize(sch.split(lp, [None, lanes])[1])
+            tile = _tile_loops(sch, last, 3, f=rows, p=vecs * lanes)
+            sch.vectorize(sch.split(tile["p"], [None, lanes])[1])
         else:
-            sch.reorder(lp, lf)
-            sch.vectorize(sch.split(lf, [None, lanes])[1])
+            tile = _tile_loops(sch, last, 3, f=vecs * lanes, p=rows)
+            if "p" in tile:
+                sch.reorder(tile["p"], tile["f"])
+            if lanes > 1:
+                sch.vectorize(sch.split(tile["f"], [None, lanes])[1])
     sch.unroll(inner[0])
     sch.unroll(inner[1])
     if lanes > 1:
@@ -262,8 +286,9 @@ def schedule_depthwise(sch: s_tir.Schedule, knobs: ConvKnobs = ConvKnobs()) -> N
     sch.compute_at(pad, f)  # the padded plane of one channel, built once
     if last is not None:
         sch.reverse_compute_at(last, y)
-        lx = sch.get_loops(last)[-1]
-        sch.vectorize(sch.split(lx, [None, lanes])[1])
+        tile = _tile_loops(sch, last, 3, x=width)
+        if "x" in tile:
+            sch.vectorize(sch.split(tile["x"], [None, lanes])[1])
     pl = sch.get_loops(pad)
     sch.vectorize(sch.split(pl[-1], [None, min(knobs.lanes, int(sch.get(pl[-1]).extent))])[1])
     sch.unroll(ry)
@@ -271,6 +296,54 @@ def schedule_depthwise(sch: s_tir.Schedule, knobs: ConvKnobs = ConvKnobs()) -> N
     sch.vectorize(xv)
     if knobs.parallel:
         sch.parallel(sch.fuse(n, f))
+    sch.decompose_reduction(conv, rc)
+
+
+def schedule_general(sch: s_tir.Schedule, knobs: ConvKnobs = ConvKnobs()) -> None:
+    """Schedule a legalised conv with groups 1 and any kernel, stride and padding in place.
+
+    Output channels are vectorised from a transposed copy of the weights (``[c, ky, kx,
+    f]``), output columns are the register rows, and the reduction runs over input
+    channels and taps; the padded input is built once per call.
+
+    Parameters
+    ----------
+    sch : tvm.s_tir.Schedule
+        Schedule of a module whose ``main`` is a :data:`ConvKind.GENERAL` kernel.
+    knobs : ConvKnobs
+        Tile sizes.
+    """
+    func = sch.mod["main"]
+    conv = sch.get_sblock(CONV_BLOCK)
+    pad = sch.get_sblock(PAD_BLOCK)
+    last = _epilogue(sch, conv)
+    _, f, _, x, *_ = sch.get_loops(conv)
+    channels, width = int(sch.get(f).extent), int(sch.get(x).extent)
+    wt = sch.cache_read(conv, _read_index(sch, conv, func.params[1]), "global")
+    sch.transform_layout(wt, ("write", 0), lambda f, c, a, b: (c, a, b, f))
+    sch.transform_layout(conv, ("write", 0), lambda n, f, y, x: (n, y, x, f))
+    lanes = 1 << (_largest_divisor(channels, knobs.lanes).bit_length() - 1)
+    vecs = _largest_divisor(channels // lanes, knobs.col_vectors)
+    rows = _largest_divisor(width, knobs.rows)
+    n, f, y, x, rc, ry, rx = sch.get_loops(conv)
+    f0, f1, fv = sch.split(f, [None, vecs, lanes])
+    x0, x1 = sch.split(x, [None, rows])
+    sch.reorder(n, f0, y, x0, rc, ry, rx, x1, f1, fv)
+    if last is not None:
+        sch.reverse_compute_at(last, x0)
+        tile = _tile_loops(sch, last, 4, f=vecs * lanes, x=rows)
+        if "x" in tile:
+            sch.reorder(tile["x"], tile["f"])
+        if lanes > 1:
+            sch.vectorize(sch.split(tile["f"], [None, lanes])[1])
+    sch.unroll(x1)
+    sch.unroll(f1)
+    if lanes > 1:
+        sch.vectorize(fv)
+    pl = sch.get_loops(pad)
+    sch.vectorize(sch.split(pl[-1], [None, min(knobs.lanes, int(sch.get(pl[-1]).extent))])[1])
+    if knobs.parallel:
+        sch.parallel(f0)
     sch.decompose_reduction(conv, rc)
 
 
@@ -297,8 +370,6 @@ def default_schedule(
         return None
     sch = s_tir.Schedule(tvm.IRModule({"main": func}))
     knobs = knobs_for(target)
-    if kind is ConvKind.POINTWISE:
-        schedule_pointwise(sch, knobs)
-    else:
-        schedule_depthwise(sch, knobs)
+    {ConvKind.POINTWISE: schedule_pointwise, ConvKind.DEPTHWISE: schedule_depthwise,
+     ConvKind.GENERAL: schedule_general}[kind](sch, knobs)  # fmt: skip
     return sch.mod["main"].with_attr("tirx.is_scheduled", True)

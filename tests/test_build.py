@@ -53,7 +53,8 @@ def test_torch_path_matches_pytorch(name):
 
 
 def test_untuned_build_warns_with_how_to_tune():
-    net = torch.nn.Sequential(torch.nn.Conv2d(4, 8, 3, padding=1), torch.nn.ReLU()).eval()
+    # A grouped conv: no default schedule fits it, so it runs as plain loops.
+    net = torch.nn.Sequential(torch.nn.Conv2d(4, 8, 3, padding=1, groups=2), torch.nn.ReLU()).eval()
     with pytest.warns(UntunedWarning, match="Tuning\\(trials=N\\)"):
         model = tvm_freq.build(net, input_shape=(1, 4, 8, 8), tuning=Tuning(use_shipped=False))
     assert model.report.untuned_tasks

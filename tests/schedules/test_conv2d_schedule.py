@@ -34,6 +34,9 @@ def _kinds(net, shape) -> list[ConvKind | None]:
         (torch.nn.Conv2d(8, 8, 3, padding=1, groups=8), ConvKind.DEPTHWISE),
         (torch.nn.Conv2d(8, 8, 3, stride=2, padding=1, groups=8), ConvKind.DEPTHWISE),
         (torch.nn.Conv2d(8, 8, 5, padding=2, groups=8, bias=False), ConvKind.DEPTHWISE),
+        (torch.nn.Conv2d(8, 16, 3, padding=1), ConvKind.GENERAL),
+        (torch.nn.Conv2d(8, 16, 1, stride=2), ConvKind.GENERAL),
+        (torch.nn.Conv2d(8, 16, 1, padding=1), ConvKind.GENERAL),
     ],
 )  # fmt: skip
 def test_conv_kind_matches(net, kind):
@@ -43,9 +46,6 @@ def test_conv_kind_matches(net, kind):
 @pytest.mark.parametrize(
     "net",
     [
-        torch.nn.Conv2d(8, 16, 3, padding=1),  # a regular conv
-        torch.nn.Conv2d(8, 16, 1, stride=2),  # strided 1x1
-        torch.nn.Conv2d(8, 16, 1, padding=1),  # padded 1x1
         torch.nn.Conv2d(8, 16, 3, padding=1, groups=4),  # grouped, not depthwise
         torch.nn.Conv2d(8, 16, 3, padding=1, groups=8),  # depthwise with a multiplier
         torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(8 * 14 * 14, 10)),
@@ -81,6 +81,8 @@ class _Block(torch.nn.Module):
         (24, 40, 24, 7, 1),  # 49 pixels, 40 and 24 channels: 8-lane vectors
         (8, 24, 12, 15, 2),  # odd size, stride 2
         (3, 6, 5, 9, 1),  # channel counts with no vector-friendly divisor
+        (5, 11, 13, 11, 1),  # prime channel counts and sizes: tiles of one row
+        (4, 8, 4, 1, 1),  # a 1x1 map
     ],
 )  # fmt: skip
 def test_default_scheduled_network_equals_pytorch(cin, mid, cout, size, stride):
@@ -120,3 +122,25 @@ def test_knobs_follow_the_target():
     assert not one.parallel
     with pytest.raises(ValueError, match="power of two"):
         ConvKnobs(lanes=12)
+
+
+@pytest.mark.parametrize(
+    "conv",
+    [
+        torch.nn.Conv2d(3, 32, 3, stride=2, padding=1),  # MobileNetV2's stem
+        torch.nn.Conv2d(8, 16, 1, stride=2),
+        torch.nn.Conv2d(8, 12, 5, padding=2, bias=False),
+        torch.nn.Conv2d(5, 6, (3, 1), padding=(1, 0)),
+    ],
+)  # fmt: skip
+def test_general_conv_default_schedule_equals_pytorch(conv):
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(conv, torch.nn.ReLU6()).eval()
+    x = torch.randn(1, conv.in_channels, 17, 17)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UntunedWarning)
+        model = tvm_freq.build(net, example_inputs=x, tuning=Tuning(use_shipped=False))
+    assert model.report.default_scheduled and not model.report.untuned_tasks
+    with torch.no_grad():
+        ref = net(x).numpy()
+    assert np.abs(model(x) - ref).max() / np.abs(ref).max() < 1e-5
