@@ -1,4 +1,4 @@
-"""Default CPU schedules for the dense convolutions that Relax legalises (NCHW).
+"""Default CPU schedules for the dense convolutions (NCHW) and matmuls that Relax legalises.
 
 An untuned build used to run these kernels as naive loops (about 1 GMAC/s). When no
 tuning record matches, :func:`default_schedule` gives each a hand-written schedule:
@@ -15,6 +15,8 @@ tuning record matches, :func:`default_schedule` gives each a hand-written schedu
   taps on vectors of output columns.
 - **general** (any other ``conv2d_nchw``: a 3x3 stride-2 stem, a strided or padded 1x1):
   output channels vectorised from transposed weights, output columns as register rows.
+- **matmul** (``[M, K] x [K, N]``, e.g. a classifier): vectors of ``N`` accumulated over
+  ``K`` in registers.
 
 The elementwise epilogue that Relax fused into the conv (bias, ReLU6 clip, a residual
 add) is inlined into one block and computed per tile, while the tile is in cache.
@@ -35,13 +37,14 @@ from tvm_freq.schedules.freq_pointwise import vector_lanes
 __all__ = [
     "CONV_BLOCK", "DEPTHWISE_BLOCK", "PAD_BLOCK", "ConvKind", "ConvKnobs", "conv_kind",
     "default_schedule", "knobs_for", "schedule_depthwise", "schedule_general",
-    "schedule_pointwise",
+    "schedule_matmul", "schedule_pointwise",
 ]  # fmt: skip
 
 # Block names of Relax's legalised NCHW convolutions (TOPI's compute definitions).
 CONV_BLOCK = "conv2d_nchw"
 DEPTHWISE_BLOCK = "group_conv2d_nchw"
 PAD_BLOCK = "pad_temp"
+MATMUL_BLOCK = "matmul"
 
 
 class ConvKind(Enum):
@@ -50,6 +53,7 @@ class ConvKind(Enum):
     POINTWISE = "pointwise"
     DEPTHWISE = "depthwise"
     GENERAL = "general"  # any other conv with groups 1 (e.g. a 3x3 stride-2 stem)
+    MATMUL = "matmul"  # [M, K] x [K, N], e.g. the classifier
 
 
 @dataclass(frozen=True)
@@ -104,7 +108,7 @@ def knobs_for(target: tvm.target.Target) -> ConvKnobs:
 def _block_names(func: tvm.tirx.PrimFunc) -> set[str]:
     sch = s_tir.Schedule(tvm.IRModule({"main": func}), error_render_level="none")
     found = set()
-    for name in (CONV_BLOCK, DEPTHWISE_BLOCK, PAD_BLOCK):
+    for name in (CONV_BLOCK, DEPTHWISE_BLOCK, PAD_BLOCK, MATMUL_BLOCK):
         try:
             sch.get_sblock(name)
         except ScheduleError:  # no block of that name
@@ -134,9 +138,13 @@ def conv_kind(func: tvm.tirx.PrimFunc) -> ConvKind | None:
     if len(func.params) < 3:
         return None
     names = _block_names(func)
+    x, w, out = _shape(func.params[0]), _shape(func.params[1]), _shape(func.params[-1])
+    if names == {MATMUL_BLOCK}:
+        if len(x) == len(w) == len(out) == 2 and x[1] == w[0] and out == (x[0], w[1]):
+            return ConvKind.MATMUL
+        return None
     if PAD_BLOCK not in names:
         return None
-    x, w, out = _shape(func.params[0]), _shape(func.params[1]), _shape(func.params[-1])
     if len(x) != 4 or len(w) != 4 or len(out) != 4:
         return None
     if CONV_BLOCK in names and DEPTHWISE_BLOCK not in names:
@@ -347,6 +355,43 @@ def schedule_general(sch: s_tir.Schedule, knobs: ConvKnobs = ConvKnobs()) -> Non
     sch.decompose_reduction(conv, rc)
 
 
+def schedule_matmul(sch: s_tir.Schedule, knobs: ConvKnobs = ConvKnobs()) -> None:
+    """Schedule a legalised ``[M, K] x [K, N]`` matmul (with its fused epilogue) in place.
+
+    Rows of ``M`` times vectors of ``N`` accumulate in registers over ``K``; the weight
+    rows are read contiguously.
+
+    Parameters
+    ----------
+    sch : tvm.s_tir.Schedule
+        Schedule of a module whose ``main`` is a :data:`ConvKind.MATMUL` kernel.
+    knobs : ConvKnobs
+        Tile sizes.
+    """
+    mm = sch.get_sblock(MATMUL_BLOCK)
+    last = _epilogue(sch, mm)
+    i, j, k = sch.get_loops(mm)
+    m, n = int(sch.get(i).extent), int(sch.get(j).extent)
+    lanes = 1 << (_largest_divisor(n, knobs.lanes).bit_length() - 1)
+    vecs = _largest_divisor(n // lanes, knobs.col_vectors)
+    rows = _largest_divisor(m, knobs.rows)
+    i0, i1 = sch.split(i, [None, rows])
+    j0, j1, jv = sch.split(j, [None, vecs, lanes])
+    sch.reorder(i0, j0, k, i1, j1, jv)
+    if last is not None:
+        sch.reverse_compute_at(last, j0)
+        tile = _tile_loops(sch, last, 2, i=rows, j=vecs * lanes)
+        if lanes > 1:
+            sch.vectorize(sch.split(tile["j"], [None, lanes])[1])
+    sch.unroll(i1)
+    sch.unroll(j1)
+    if lanes > 1:
+        sch.vectorize(jv)
+    if knobs.parallel:
+        sch.parallel(j0)
+    sch.decompose_reduction(mm, k)
+
+
 def default_schedule(
     func: tvm.tirx.PrimFunc, target: tvm.target.Target
 ) -> tvm.tirx.PrimFunc | None:
@@ -371,5 +416,5 @@ def default_schedule(
     sch = s_tir.Schedule(tvm.IRModule({"main": func}))
     knobs = knobs_for(target)
     {ConvKind.POINTWISE: schedule_pointwise, ConvKind.DEPTHWISE: schedule_depthwise,
-     ConvKind.GENERAL: schedule_general}[kind](sch, knobs)  # fmt: skip
+     ConvKind.GENERAL: schedule_general, ConvKind.MATMUL: schedule_matmul}[kind](sch, knobs)  # fmt: skip
     return sch.mod["main"].with_attr("tirx.is_scheduled", True)

@@ -48,7 +48,7 @@ def test_conv_kind_matches(net, kind):
     [
         torch.nn.Conv2d(8, 16, 3, padding=1, groups=4),  # grouped, not depthwise
         torch.nn.Conv2d(8, 16, 3, padding=1, groups=8),  # depthwise with a multiplier
-        torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(8 * 14 * 14, 10)),
+        torch.nn.AvgPool2d(2),
     ],
 )  # fmt: skip
 def test_conv_kind_leaves_other_kernels_alone(net):
@@ -141,6 +141,19 @@ def test_general_conv_default_schedule_equals_pytorch(conv):
         warnings.simplefilter("error", UntunedWarning)
         model = tvm_freq.build(net, example_inputs=x, tuning=Tuning(use_shipped=False))
     assert model.report.default_scheduled and not model.report.untuned_tasks
+    with torch.no_grad():
+        ref = net(x).numpy()
+    assert np.abs(model(x) - ref).max() / np.abs(ref).max() < 1e-5
+
+
+@pytest.mark.parametrize(("batch", "features", "classes"), [(1, 1280, 1000), (3, 40, 10), (2, 7, 5)])
+def test_classifier_matmul_default_schedule_equals_pytorch(batch, features, classes):
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(features, classes)).eval()
+    x = torch.randn(batch, features, 1, 1)
+    assert ConvKind.MATMUL in _kinds(net, tuple(x.shape))
+    model = tvm_freq.build(net, example_inputs=x, tuning=Tuning(use_shipped=False))
+    assert any("matmul" in t for t in model.report.default_scheduled)
     with torch.no_grad():
         ref = net(x).numpy()
     assert np.abs(model(x) - ref).max() / np.abs(ref).max() < 1e-5
