@@ -392,6 +392,14 @@ def schedule_matmul(sch: s_tir.Schedule, knobs: ConvKnobs = ConvKnobs()) -> None
     sch.decompose_reduction(mm, k)
 
 
+_SCHEDULES = {
+    ConvKind.POINTWISE: schedule_pointwise,
+    ConvKind.DEPTHWISE: schedule_depthwise,
+    ConvKind.GENERAL: schedule_general,
+    ConvKind.MATMUL: schedule_matmul,
+}
+
+
 def default_schedule(
     func: tvm.tirx.PrimFunc, target: tvm.target.Target
 ) -> tvm.tirx.PrimFunc | None:
@@ -415,6 +423,5 @@ def default_schedule(
         return None
     sch = s_tir.Schedule(tvm.IRModule({"main": func}))
     knobs = knobs_for(target)
-    {ConvKind.POINTWISE: schedule_pointwise, ConvKind.DEPTHWISE: schedule_depthwise,
-     ConvKind.GENERAL: schedule_general, ConvKind.MATMUL: schedule_matmul}[kind](sch, knobs)  # fmt: skip
+    _SCHEDULES[kind](sch, knobs)
     return sch.mod["main"].with_attr("tirx.is_scheduled", True)

@@ -146,7 +146,9 @@ def test_general_conv_default_schedule_equals_pytorch(conv):
     assert np.abs(model(x) - ref).max() / np.abs(ref).max() < 1e-5
 
 
-@pytest.mark.parametrize(("batch", "features", "classes"), [(1, 1280, 1000), (3, 40, 10), (2, 7, 5)])
+@pytest.mark.parametrize(
+    ("batch", "features", "classes"), [(1, 1280, 1000), (3, 40, 10), (2, 7, 5)]
+)
 def test_classifier_matmul_default_schedule_equals_pytorch(batch, features, classes):
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(features, classes)).eval()
