@@ -43,7 +43,7 @@ from tvm_freq.data import load_dataset
 from tvm_freq.frontend import import_model
 from tvm_freq.macs import relax_network_macs
 from tvm_freq.models import bundled_onnx
-from tvm_freq.passes.frequency_band_pointwise import format_layer_table
+from tvm_freq.passes import FreqOptions, format_layer_table
 from tvm_freq.pipeline import match_layer_kernels
 from tvm_freq.runtime import median_profile
 
@@ -58,8 +58,9 @@ def calibration_batches(data_dir: str | None, images: int, size: int = 224) -> l
     return [x[i : i + 1].numpy() for i in range(len(x))]
 
 
-def _targeted(mod, energies, cut: float, options: dict):
-    t = masks_for_reduction(mod, energies, cut, model_name=MODEL, **options)
+def _targeted(mod, energies, cut: float, options: FreqOptions, latencies=None):
+    t = masks_for_reduction(mod, energies, cut, model_name=MODEL, latencies=latencies,
+                            **options.as_kwargs())  # fmt: skip
     return t.masks, t.energy, t.reduction
 
 
@@ -108,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{MODEL}: {total / 1e6:.1f} M MACs; calibrating on {args.calib_images} images",
           flush=True)  # fmt: skip
     energies = calibrate_energies(mod, calibration_batches(args.data_dir, args.calib_images))
-    options = {"kernel": "fused", "min_saving": args.min_saving}
+    options = FreqOptions(kernel="fused", min_saving=args.min_saving)
 
     builds = {"dense": build(None, Tuning())}
     masks_info = {}
@@ -120,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
             # the layers by a first measurement, re-aim the energy level, measure again.
             probe = build(masks, tuning, options, "measured").report.layers
             lat = {d.ordinal: (d.dense_us, d.freq_us) for d in probe if d.dense_us}
-            masks, level, red = _targeted(mod, energies, cut, {**options, "latencies": lat})
+            masks, level, red = _targeted(mod, energies, cut, options, latencies=lat)
         model = build(masks, tuning, options, args.profitability)
         red = network_mac_reduction(model.report.layers, total)  # what the build really did
         name = f"freq -{cut:.0%}"

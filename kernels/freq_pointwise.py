@@ -49,10 +49,72 @@ __all__ = [
     "fused_constants",
     "fused_pointwise_ref",
     "FUSED_KERNEL",
+    "ATTR_KERNEL",
+    "ATTR_K",
+    "ATTR_GROUPS",
+    "STAGE_DCT_RAW",
+    "STAGE_DCT",
+    "STAGE_FREQ_OUT",
+    "STAGE_IDCT",
+    "STAGE_EPILOGUE",
+    "gemm_stage",
+    "PARAM_PERM",
+    "PARAM_DCT_BASIS",
+    "PARAM_IDCT_BASIS",
+    "COUT_ALIGN",
+    "COEF_ALIGN",
+    "PIX_ALIGN",
 ]
+
+# -- the contract of the fused kernel with its schedule (``tvm_freq.schedules``) and the
+# pass that emits it (``tvm_freq.passes``): attribute keys, stage (block) names, parameter
+# names and vector alignments. Everything a schedule looks up by name is declared here.
 
 #: Value of the ``tvm_freq.kernel`` attribute of fused kernels; schedules find them by it.
 FUSED_KERNEL = "fused_pointwise"
+#: PrimFunc attribute: the kernel kind (:data:`FUSED_KERNEL`).
+ATTR_KERNEL = "tvm_freq.kernel"
+#: PrimFunc attribute: macroblock size ``k``.
+ATTR_K = "tvm_freq.k"
+#: PrimFunc attribute: number of band groups (one GEMM stage each).
+ATTR_GROUPS = "tvm_freq.groups"
+
+#: Stage (block and buffer) names of :func:`fused_pointwise`, in execution order.
+STAGE_DCT_RAW = "dct_raw"  # unmasked truncated DCT: [cin_max, P, Qpad]
+STAGE_DCT = "dct"  # input masks applied: [cin_max, P, Qpad]
+STAGE_FREQ_OUT = "freq_out"  # output masks and un-grouping: [P, Cout, Q]
+STAGE_IDCT = "idct"  # [P, Cout, kkp]
+STAGE_EPILOGUE = "epilogue"  # un-sorting, bias, clip: [N, Cout, H, W]
+
+
+def gemm_stage(group: int) -> str:
+    """Stage name of band group ``group``'s GEMM (``[P, size_g, Cout_g]``).
+
+    Parameters
+    ----------
+    group : int
+        Group index, ``0 <= group < attrs[ATTR_GROUPS]``.
+
+    Returns
+    -------
+    str
+        E.g. ``"gemm0"``.
+    """
+    return f"gemm{group}"
+
+
+#: Parameter (buffer) names of :func:`fused_pointwise` that schedules read shapes from.
+PARAM_PERM = "perm"  # [cin_max]
+PARAM_DCT_BASIS = "dct_basis"  # [k*k, Qpad]
+PARAM_IDCT_BASIS = "idct_basis"  # [Q, kkp]
+
+#: Output-channel alignment of fused GEMMs (a multiple of every CPU vector width used:
+#: schedules vectorise a group's output channels in vectors of up to this many floats).
+COUT_ALIGN = 16
+#: Coefficient alignment of the fused DCT (whole vectors of 8 floats).
+COEF_ALIGN = 8
+#: Pixel alignment of the fused IDCT's block vectors (whole vectors of 16 floats).
+PIX_ALIGN = 16
 
 
 @dataclass(frozen=True)
@@ -415,8 +477,8 @@ def fused_pointwise(
     groups: Sequence[tuple[int, int, int]],
     bias: bool = True,
     clip: tuple[float, float] | None = None,
-    coef_align: int = 8,
-    pix_align: int = 16,
+    coef_align: int = COEF_ALIGN,
+    pix_align: int = PIX_ALIGN,
     dtype: str = "float32",
 ) -> tirx.PrimFunc:
     """The whole layer in one kernel: truncated DCT -> grouped band GEMMs -> IDCT (+ epilogue).
@@ -482,11 +544,11 @@ def fused_pointwise(
     qpad = round_up(qtot, coef_align)
     offs = np.cumsum([0, *sizes]).tolist()
     x = te.placeholder((n, cin, h, w), dtype, name="X")
-    perm = te.placeholder((cin_max,), "int32", name="perm")
+    perm = te.placeholder((cin_max,), "int32", name=PARAM_PERM)
     kin = te.placeholder((cin_max,), "int32", name="kin")
-    d_in = te.placeholder((k * k, qpad), dtype, name="dct_basis")
+    d_in = te.placeholder((k * k, qpad), dtype, name=PARAM_DCT_BASIS)
     kkp = round_up(k * k, pix_align)
-    d_out = te.placeholder((qtot, kkp), dtype, name="idct_basis")
+    d_out = te.placeholder((qtot, kkp), dtype, name=PARAM_IDCT_BASIS)
     kout_s = te.placeholder((cout,), "int32", name="kout")  # sorted order
     rank = te.placeholder((cout,), "int32", name="rank")
     pad = padded_size(h, k) != h or padded_size(w, k) != w
@@ -506,11 +568,11 @@ def fused_pointwise(
             val = x[b, ch, hh, ww]
         return te.sum(val * d_in[r, q], axis=r)
 
-    raw = te.compute((cin_max, p, qpad), dct_body, name="dct_raw")
+    raw = te.compute((cin_max, p, qpad), dct_body, name=STAGE_DCT_RAW)
     zero = tirx.const(0.0, dtype)
     xf = te.compute((cin_max, p, qpad),
                     lambda c, blk, q: tirx.Select(q < kin[c], raw[c, blk, q], zero),
-                    name="dct")  # fmt: skip
+                    name=STAGE_DCT)  # fmt: skip
 
     def gemm_body(wt: te.Tensor, rc: tirx.IterVar, off: int):
         return lambda blk, q, o: te.sum(xf[rc, blk, q + off] * wt[rc, o], axis=rc)
@@ -522,7 +584,7 @@ def fused_pointwise(
     yfs = []
     for i, (size, cin_g, cout_g) in enumerate(groups):
         rc = te.reduce_axis((0, cin_g), name="c")
-        yfs.append(te.compute((p, size, cout_g), gemm_body(wt, rc, offs[i]), name=f"gemm{i}"))
+        yfs.append(te.compute((p, size, cout_g), gemm_body(wt, rc, offs[i]), name=gemm_stage(i)))
     rq = te.reduce_axis((0, qtot), name="q")
 
     def gather(blk, o_s, q):
@@ -537,10 +599,10 @@ def fused_pointwise(
             val = term if val is None else te.if_then_else(q < offs[i + 1], term, val)
         return te.if_then_else(q < kout_s[o_s], val, zero)
 
-    yf = te.compute((p, cout, qtot), gather, name="freq_out")
+    yf = te.compute((p, cout, qtot), gather, name=STAGE_FREQ_OUT)
     pix = te.compute(
         (p, cout, kkp), lambda blk, o_s, ij: te.sum(yf[blk, o_s, rq] * d_out[rq, ij], axis=rq),
-        name="idct",
+        name=STAGE_IDCT,
     )
 
     def epilogue(b, o, yy, xx):
@@ -552,14 +614,14 @@ def fused_pointwise(
         return v
 
     bvec = te.placeholder((cout,), dtype, name="bias") if bias else None
-    y = te.compute((n, cout, h, w), epilogue, name="epilogue")
+    y = te.compute((n, cout, h, w), epilogue, name=STAGE_EPILOGUE)
     args = [x, perm, kin, d_in, wt, d_out, kout_s, rank]
     if bvec is not None:
         args.append(bvec)
     func = te.create_prim_func([*args, y])
     return func.with_attrs({
-        "global_symbol": "freq_fused", "tvm_freq.kernel": FUSED_KERNEL, "tvm_freq.k": k,
-        "tvm_freq.groups": len(groups),
+        "global_symbol": "freq_fused", ATTR_KERNEL: FUSED_KERNEL, ATTR_K: k,
+        ATTR_GROUPS: len(groups),
     })  # fmt: skip
 
 
@@ -572,8 +634,8 @@ def fused_constants(
     plan: BandPlan,
     weight: np.ndarray,
     bias: np.ndarray | None = None,
-    coef_align: int = 8,
-    pix_align: int = 16,
+    coef_align: int = COEF_ALIGN,
+    pix_align: int = PIX_ALIGN,
 ) -> list[np.ndarray]:
     """The constant arguments of :func:`fused_pointwise` for a plan, in argument order.
 

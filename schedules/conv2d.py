@@ -32,7 +32,8 @@ from enum import Enum
 import tvm
 from tvm import s_tir
 from tvm.s_tir.schedule import ScheduleError
-from tvm_freq.schedules.freq_pointwise import vector_lanes
+
+from tvm_freq.target import vector_lanes
 
 __all__ = [
     "CONV_BLOCK", "DEPTHWISE_BLOCK", "PAD_BLOCK", "ConvKind", "ConvKnobs", "conv_kind",

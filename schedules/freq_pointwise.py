@@ -12,9 +12,13 @@ schedule; this module gives it one:
 * the IDCT is vectorised along image rows (a whole block when the image is one block
   wide), with the coefficient loop unrolled so that the per-group selects fold away.
 
-Tile sizes are arguments (``rows``, ``col_vectors``, ``lanes``); :func:`sample_knobs`
-turns them into MetaSchedule decisions so that tuning searches them. Vector width is
-gated by target: 16 floats with AVX-512, 8 with AVX2, 4 otherwise.
+Tile sizes are arguments (``rows``, ``col_vectors``, ``lanes``). :func:`knobs_for` picks
+them for a target (vector width gated by target: 16 floats with AVX-512, 8 with AVX2, 4
+otherwise; parallel when the target has several cores); :func:`default_schedule` applies
+them, and :func:`sample_knobs` / :func:`design_space` turn the GEMM tiles into
+MetaSchedule decisions so that tuning searches them.
+
+Every stage, parameter and attribute name used here is declared by the kernel module.
 """
 
 from __future__ import annotations
@@ -23,14 +27,34 @@ from dataclasses import dataclass
 
 import tvm
 from tvm import s_tir, tirx
-from tvm_freq.kernels.freq_pointwise import FUSED_KERNEL
+from tvm.s_tir import meta_schedule as ms
+from tvm_freq.kernels.freq_pointwise import (
+    ATTR_GROUPS,
+    ATTR_K,
+    ATTR_KERNEL,
+    COUT_ALIGN,
+    FUSED_KERNEL,
+    PARAM_DCT_BASIS,
+    PARAM_IDCT_BASIS,
+    PARAM_PERM,
+    STAGE_DCT,
+    STAGE_DCT_RAW,
+    STAGE_EPILOGUE,
+    STAGE_FREQ_OUT,
+    STAGE_IDCT,
+    gemm_stage,
+)
+
+from tvm_freq.target import vector_lanes
 
 __all__ = [
     "FusedKnobs",
     "is_fused_pointwise",
+    "knobs_for",
     "vector_lanes",
     "schedule_fused_pointwise",
     "sample_knobs",
+    "design_space",
     "default_schedule",
 ]
 
@@ -94,31 +118,31 @@ def is_fused_pointwise(func: tvm.tirx.PrimFunc) -> bool:
     """
     attrs = func.attrs or {}
     return (
-        str(attrs.get("tvm_freq.kernel", "")) == FUSED_KERNEL
+        str(attrs.get(ATTR_KERNEL, "")) == FUSED_KERNEL
         and not bool(attrs.get("tirx.is_scheduled", False))
     )
 
 
-def vector_lanes(target: tvm.target.Target) -> int:
-    """Float32 lanes of the widest vector unit of a CPU target.
+def knobs_for(target: tvm.target.Target) -> FusedKnobs:
+    """The schedule's knobs for a target: the default schedule and the tuning space both
+    start from these.
 
     Parameters
     ----------
     target : tvm.target.Target
-        An ``llvm`` target.
+        CPU target; its vector width (:func:`tvm_freq.target.vector_lanes`) and
+        ``num-cores`` pick lanes, GEMM rows and parallelism.
 
     Returns
     -------
-    int
-        16 with AVX-512, 8 with AVX2, 4 otherwise.
+    FusedKnobs
+        Frozen knobs.
     """
-    keys = {str(f) for f in (target.attrs.get("mattr") or [])}
-    mcpu = str(target.attrs.get("mcpu", ""))
-    if "+avx512f" in keys or "avx512" in mcpu or mcpu in {"znver4", "znver5", "sapphirerapids"}:
-        return 16
-    if "+avx2" in keys or mcpu in {"haswell", "broadwell", "skylake", "znver2", "znver3"}:
-        return 8
-    return 4
+    cores = int(target.attrs.get("num-cores", 1) or 1)
+    # Vectors over a GEMM's output channels must divide the kernel's channel alignment.
+    lanes = min(vector_lanes(target), COUT_ALIGN)
+    # rows x col_vectors accumulators: 24 of AVX-512's 32 registers, 12 of AVX2's 16.
+    return FusedKnobs(lanes=lanes, rows=12 if lanes >= 16 else 6, parallel=cores > 1)
 
 
 def _largest_divisor(n: int, cap: int) -> int:
@@ -196,9 +220,9 @@ def _roles(
 
 def _shapes(func: tvm.tirx.PrimFunc) -> tuple[int, int, int, int]:
     """``k, h, w`` and the number of band groups, read from the kernel's signature."""
-    k = int(func.attrs["tvm_freq.k"])
+    k = int(func.attrs[ATTR_K])
     h, w = (int(d) for d in func.params[-1].shape[2:])  # params are the buffers here
-    return k, h, w, int(func.attrs["tvm_freq.groups"])
+    return k, h, w, int(func.attrs[ATTR_GROUPS])
 
 
 def schedule_fused_pointwise(
@@ -225,18 +249,18 @@ def schedule_fused_pointwise(
     one_block_wide = -(-w // k) == 1
 
     cout = int(func.params[-1].shape[1])
-    qtot = int(_param(func, "idct_basis").shape[0])
-    qpad = int(_param(func, "dct_basis").shape[1])
+    qtot = int(_param(func, PARAM_IDCT_BASIS).shape[0])
+    qpad = int(_param(func, PARAM_DCT_BASIS).shape[1])
     # The epilogue drives the loop nest: one macroblock (all channels) per iteration.
-    epilogue = sch.get_sblock("epilogue")
+    epilogue = sch.get_sblock(STAGE_EPILOGUE)
     b, o, yy, xx = sch.get_loops(epilogue)
     bh, i = sch.split(yy, [None, k])
     bw, j = sch.split(xx, [None, k])
     sch.reorder(b, bh, bw, o, i, j)
     if exact:  # a block's rows are contiguous image rows; one block wide, the whole block
         sch.vectorize(sch.fuse(i, j) if one_block_wide else j)
-    cin_max = int(_param(func, "perm").shape[0])
-    kkp = int(_param(func, "idct_basis").shape[1])
+    cin_max = int(_param(func, PARAM_PERM).shape[0])
+    kkp = int(_param(func, PARAM_IDCT_BASIS).shape[1])
     nbh, nbw = -(-h // k), -(-w // k)
     tile = knobs.tile
     if tile == "auto":
@@ -254,20 +278,20 @@ def schedule_fused_pointwise(
         blk = (vb * nbh + vy // k) * nbw + vx // k
         return [blk, blk + 1, 0, cout, 0, kkp]
 
-    _annotate_read(sch, epilogue, reads.index("idct"), block_of)
-    idct = sch.get_sblock("idct")
+    _annotate_read(sch, epilogue, reads.index(STAGE_IDCT), block_of)
+    idct = sch.get_sblock(STAGE_IDCT)
     sch.compute_at(idct, at)
-    sch.compute_at(sch.get_sblock("freq_out"), at)
+    sch.compute_at(sch.get_sblock(STAGE_FREQ_OUT), at)
     for g in range(num_groups):
-        sch.compute_at(sch.get_sblock(f"gemm{g}"), at)
+        sch.compute_at(sch.get_sblock(gemm_stage(g)), at)
     # Let the DCT compute its padded coefficient vectors in full: the GEMMs read only the
     # live coefficients, so declare that the first one reads them all.
-    gemm0 = sch.get_sblock("gemm0")
+    gemm0 = sch.get_sblock(gemm_stage(0))
     reads = [r.source.name for r in sch.get(gemm0).reads]
-    _annotate_read(sch, gemm0, reads.index("dct"),
+    _annotate_read(sch, gemm0, reads.index(STAGE_DCT),
                    lambda vb, vq, vo, vc: [vc, vc + 1, vb, vb + 1, 0, qpad])  # fmt: skip
-    sch.compute_at(sch.get_sblock("dct"), at)
-    sch.compute_at(sch.get_sblock("dct_raw"), at)
+    sch.compute_at(sch.get_sblock(STAGE_DCT), at)
+    sch.compute_at(sch.get_sblock(STAGE_DCT_RAW), at)
 
     # IDCT micro-kernel: a few (sorted) output channels at a time, each accumulating its
     # k*k block, vectorised whole, over a rolled coefficient loop. Unrolling the
@@ -283,7 +307,7 @@ def schedule_fused_pointwise(
         to_decompose.append((idct, q))
     # Output masks and un-grouping: coefficients unrolled (the group of each is then a
     # constant), channels vectorised.
-    p_, s_, q = _roles(sch, sch.get_sblock("freq_out"), [pt, cout, qtot], outer)
+    p_, s_, q = _roles(sch, sch.get_sblock(STAGE_FREQ_OUT), [pt, cout, qtot], outer)
     if s_ is not None and q is not None:
         sch.reorder(q, s_)
         lanes = _pow2_lanes(cout, knobs.lanes)
@@ -293,8 +317,8 @@ def schedule_fused_pointwise(
         sch.unroll(q)
 
     for g in range(num_groups):
-        gemm = sch.get_sblock(f"gemm{g}")
-        size, cout_g = (int(d) for d in _block_buffer(sch, f"gemm{g}").shape[1:])
+        gemm = sch.get_sblock(gemm_stage(g))
+        size, cout_g = (int(d) for d in _block_buffer(sch, gemm_stage(g)).shape[1:])
         cin_g = int(sch.get(gemm).iter_vars[3].dom.extent)
         p_, q_, o_, c_ = _roles(sch, gemm, [pt, size, cout_g, cin_g], outer)
         m = sch.fuse(p_, q_) if p_ is not None and q_ is not None else p_ or q_
@@ -323,10 +347,10 @@ def schedule_fused_pointwise(
         to_decompose.append((gemm, c_))
 
     # The masking stage: elementwise over the tile's coefficients.
-    c_, p_, q_ = _roles(sch, sch.get_sblock("dct"), [cin_max, pt, qpad], outer)
+    c_, p_, q_ = _roles(sch, sch.get_sblock(STAGE_DCT), [cin_max, pt, qpad], outer)
     if q_ is not None:
         _vectorize(sch, q_, knobs.lanes)
-    dct = sch.get_sblock("dct_raw")
+    dct = sch.get_sblock(STAGE_DCT_RAW)
     c_, p_, q_, r_ = _roles(sch, dct, [cin_max, pt, qpad, k * k], outer)
     if r_ is not None:
         # DCT micro-kernel: a few channels at a time, coefficients vectorised, the block's
@@ -347,29 +371,63 @@ def schedule_fused_pointwise(
         sch.decompose_reduction(block, loop)
 
 
-def sample_knobs(sch: s_tir.Schedule, lanes: int = 16) -> None:
+#: Most GEMM rows and output-channel vectors per micro-kernel that tuning samples.
+_SAMPLED_ROWS, _SAMPLED_COL_VECTORS = 12, 4
+
+
+def sample_knobs(
+    sch: s_tir.Schedule, lanes: int = 16, *, knobs: FusedKnobs | None = None
+) -> None:
     """MetaSchedule design space: sample each group's GEMM tile, then schedule.
 
-    Use as ``ms.space_generator.ScheduleFn(lambda s: sample_knobs(s, lanes))``; the
-    sampled decisions are what tuning searches and what records replay.
+    Use :func:`design_space` (or ``ms.space_generator.ScheduleFn(lambda s:
+    sample_knobs(s, knobs=knobs_for(target)))``); the sampled decisions are what tuning
+    searches and what records replay.
 
     Parameters
     ----------
     sch : tvm.s_tir.Schedule
         Schedule of a fused kernel.
     lanes : int
-        Vector width of the target.
+        Vector width, when ``knobs`` is not given (other knobs at their defaults).
+    knobs : FusedKnobs, optional
+        The target's knobs (:func:`knobs_for`): everything but the sampled GEMM tiles,
+        parallelism included, comes from them.
     """
+    knobs = knobs if knobs is not None else FusedKnobs(lanes=lanes)
     func = sch.mod["main"]
     rows, cols = [], []
     for g in range(_shapes(func)[3]):
-        size, cout_g = (int(d) for d in _block_buffer(sch, f"gemm{g}").shape[1:])
-        row_opts = [d for d in range(1, min(size, 12) + 1) if size % d == 0]
-        n_vec = cout_g // _pow2_lanes(cout_g, lanes)  # as the schedule splits it
-        col_opts = [d for d in range(1, min(n_vec, 4) + 1) if n_vec % d == 0]
+        size, cout_g = (int(d) for d in _block_buffer(sch, gemm_stage(g)).shape[1:])
+        row_opts = [d for d in range(1, min(size, _SAMPLED_ROWS) + 1) if size % d == 0]
+        n_vec = cout_g // _pow2_lanes(cout_g, knobs.lanes)  # as the schedule splits it
+        col_opts = [d for d in range(1, min(n_vec, _SAMPLED_COL_VECTORS) + 1) if n_vec % d == 0]
         rows.append(sch.sample_categorical(row_opts, [1.0 / len(row_opts)] * len(row_opts)))
         cols.append(sch.sample_categorical(col_opts, [1.0 / len(col_opts)] * len(col_opts)))
-    schedule_fused_pointwise(sch, FusedKnobs(lanes=lanes), rows=rows, col_vectors=cols)
+    schedule_fused_pointwise(sch, knobs, rows=rows, col_vectors=cols)
+
+
+def design_space(target: tvm.target.Target) -> ms.space_generator.ScheduleFn:
+    """The MetaSchedule design space of fused kernels for ``target``.
+
+    The hand-written schedule is the whole space, with :func:`knobs_for`'s knobs and the
+    GEMM tiles as decisions (MetaSchedule's generic rules cannot schedule a multi-stage
+    kernel, so there are no schedule rules, postprocessors or mutators).
+
+    Parameters
+    ----------
+    target : tvm.target.Target
+        CPU target.
+
+    Returns
+    -------
+    tvm.s_tir.meta_schedule.space_generator.ScheduleFn
+        The space generator.
+    """
+    knobs = knobs_for(target)  # rows and col_vectors are sampled per group
+    return ms.space_generator.ScheduleFn(
+        lambda sch: sample_knobs(sch, knobs=knobs), sch_rules=[], postprocs=[], mutator_probs={}
+    )
 
 
 def default_schedule(func: tvm.tirx.PrimFunc, target: tvm.target.Target) -> tvm.tirx.PrimFunc:
@@ -388,9 +446,5 @@ def default_schedule(func: tvm.tirx.PrimFunc, target: tvm.target.Target) -> tvm.
         The scheduled kernel, marked ``tirx.is_scheduled``.
     """
     sch = s_tir.Schedule(tvm.IRModule({"main": func}))
-    cores = int(target.attrs.get("num-cores", 1) or 1)
-    lanes = vector_lanes(target)
-    # rows x col_vectors accumulators: 24 of AVX-512's 32 registers, 12 of AVX2's 16.
-    knobs = FusedKnobs(lanes=lanes, rows=12 if lanes >= 16 else 6, parallel=cores > 1)
-    schedule_fused_pointwise(sch, knobs)
+    schedule_fused_pointwise(sch, knobs_for(target))
     return sch.mod["main"].with_attr("tirx.is_scheduled", True)

@@ -85,3 +85,11 @@ def test_profile_times_every_kernel_and_leaves_the_model_unchanged(compiled):
     assert prof and all(p.median_us > 0 for p in prof)
     assert not any(p.kernel.startswith("vm.builtin") for p in prof)  # kernels only
     np.testing.assert_array_equal(compiled(x), before)  # the VM is usable as before
+
+
+def test_load_rebuilds_the_build_report(compiled, tmp_path):
+    from tvm_freq.report import BuildReport
+
+    loaded = tvm_freq.load(compiled.export_library(tmp_path / "r.so"))
+    assert isinstance(loaded.report, BuildReport)
+    assert loaded.report == compiled.report

@@ -2,7 +2,7 @@
 
 Data flow: model (``models``) -> import (``frontend``) -> passes (``passes``) ->
 kernels (``tvm_freq.kernels``) -> schedules (``tvm_freq.schedules``) -> build
-(``pipeline``) -> run (``runtime``).
+(``pipeline``, ``tuning``, ``records``) -> run (``runtime``). See ``docs/architecture.md``.
 
 The compiler names below load TVM on first use, so the PyTorch-only parts
 (``tvm_freq.specnet``, ``tvm_freq.freq``, ``tvm_freq.train``) import and train on
@@ -15,7 +15,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .pipeline import BuildReport, Tuning, UntunedWarning, build
+    from .pipeline import BuildReport, FreqOptions, Tuning, UntunedWarning, build
     from .runtime import BenchmarkResult, CompiledModel, load
 
 __version__ = "0.1.0"
@@ -24,6 +24,7 @@ _LAZY = {
     "build": "pipeline",
     "Tuning": "pipeline",
     "BuildReport": "pipeline",
+    "FreqOptions": "pipeline",
     "UntunedWarning": "pipeline",
     "load": "runtime",
     "CompiledModel": "runtime",
@@ -35,6 +36,7 @@ __all__ = [
     "load",
     "Tuning",
     "BuildReport",
+    "FreqOptions",
     "UntunedWarning",
     "CompiledModel",
     "BenchmarkResult",

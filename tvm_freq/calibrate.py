@@ -23,7 +23,8 @@ from tvm import relax
 
 from .dct import block_dct_np
 from .masks import LayerMask, MaskFile
-from .passes.frequency_band_pointwise import LayerDecision, eligible_convs
+from .passes.decisions import LayerDecision
+from .passes.frequency_band_pointwise import eligible_convs
 
 __all__ = [
     "LayerEnergy", "TargetedMasks", "auto_block", "calibrate_energies", "masks_for_reduction",

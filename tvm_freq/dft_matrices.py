@@ -2,10 +2,24 @@
 
 Relax has no FFT op, and ``torch.export`` graphs should hold only standard ops, so the
 2-D orthonormal real DFT of the small feature maps SpecNet uses (grids up to ~36) is
-written as two real matmul stages against these matrices (see :mod:`tvm_freq.kernels.dft`
-for the stages and the TVMScript kernels). Both the PyTorch lowering
-(:mod:`tvm_freq.specnet.lowering`) and the TVM kernels use them; this module imports
-neither PyTorch nor TVM. Each axis carries ``1 / sqrt(G)`` (``norm="ortho"``).
+written as two real matmul stages against these matrices:
+
+* forward (``rfft2`` of an ``M x M`` map zero-padded to ``G x G``)::
+
+      A_re = x @ C,   A_im = -x @ S                     C, S: [M, G//2+1]
+      X_re = Cf @ A_re + Sf @ A_im                      Cf, Sf: [G, M]
+      X_im = Cf @ A_im - Sf @ A_re
+
+* inverse (``irfft2`` evaluated only at the kept output ``positions``)::
+
+      B_re = Ci @ X_re - Si @ X_im,  B_im = Ci @ X_im + Si @ X_re      Ci, Si: [P, G]
+      x = B_re @ Wc - B_im @ Ws                                      Wc, Ws: [G//2+1, P]
+
+  where ``Wc``/``Ws`` weight column ``q`` by 2 except DC and Nyquist (conjugate symmetry).
+
+The PyTorch lowering (:mod:`tvm_freq.specnet.lowering`) uses them, and its exported graph
+reaches TVM as ordinary matmuls; this module imports neither PyTorch nor TVM. Each axis
+carries ``1 / sqrt(G)`` (``norm="ortho"``).
 """
 
 from __future__ import annotations

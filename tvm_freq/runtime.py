@@ -1,4 +1,11 @@
-"""The compiled model users call: NumPy/torch in, NumPy out, benchmark, export and load."""
+"""The compiled model users call: NumPy/torch in, NumPy out, benchmark, export and load.
+
+Threads: TVM's runtime thread pool is process-wide. A :class:`CompiledModel` sizes it to
+its ``threads`` when it runs (call, :meth:`~CompiledModel.benchmark`,
+:meth:`~CompiledModel.profile`), and only when the pool has another size, so models
+built for different thread counts can be used in one process.
+:func:`set_num_threads` sets it explicitly.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +14,7 @@ import os
 import statistics
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +23,8 @@ import tvm
 import tvm_ffi
 from tvm import relax
 
+from .report import BuildReport
+
 __all__ = [
     "CompiledModel", "BenchmarkResult", "KernelTime", "load", "median_profile", "set_num_threads",
 ]  # fmt: skip
@@ -23,20 +32,28 @@ __all__ = [
 _META_SUFFIX = ".tvm_freq.json"
 _META_VERSION = 1
 
+#: Size the process-wide pool was last set to by :func:`set_num_threads` (None: never).
+_pool_threads: int | None = None
+
 
 def set_num_threads(threads: int) -> None:
     """Set the TVM runtime thread pool size for this process.
+
+    Also sets ``TVM_NUM_THREADS``, which processes started later (e.g. MetaSchedule's
+    measurement workers) inherit.
 
     Parameters
     ----------
     threads : int
         Number of worker threads (1 = single-thread, as the paper measures).
     """
+    global _pool_threads
     if threads < 1:
         raise ValueError(f"threads must be >= 1, got {threads}")
     os.environ["TVM_NUM_THREADS"] = str(threads)
     # affinity mode 0 = default; the pool is resized in place.
     tvm_ffi.get_global_func("runtime.config_threadpool")(0, int(threads))
+    _pool_threads = int(threads)
 
 
 @dataclass(frozen=True)
@@ -92,7 +109,8 @@ class CompiledModel:
     """A model compiled by :func:`tvm_freq.build` (or loaded by :func:`tvm_freq.load`).
 
     Call it with NumPy arrays or torch tensors, one per model input; it returns a
-    NumPy array (a tuple of them for several outputs).
+    NumPy array (a tuple of them for several outputs). Running it (call, benchmark,
+    profile) sizes the process-wide TVM thread pool to ``threads`` first.
     """
 
     executable: Any
@@ -101,13 +119,18 @@ class CompiledModel:
     input_dtypes: tuple[str, ...]
     target: str
     threads: int = 1
-    report: Any = None
-    meta: dict = field(default_factory=dict)
+    report: BuildReport | None = None
 
     def __post_init__(self) -> None:
-        set_num_threads(self.threads)
+        if self.threads < 1:
+            raise ValueError(f"threads must be >= 1, got {self.threads}")
         self._dev = tvm.cpu()
         self._vm = relax.VirtualMachine(self.executable, self._dev)
+
+    def _use_threads(self) -> None:
+        """Size the process-wide thread pool to this model's ``threads`` (if it is not)."""
+        if _pool_threads != self.threads:
+            set_num_threads(self.threads)
 
     def _random_inputs(self) -> tuple[np.ndarray, ...]:
         # Deterministic, so repeated benchmarks time the same data.
@@ -152,6 +175,7 @@ class CompiledModel:
         numpy.ndarray or tuple of numpy.ndarray
             The output(s).
         """
+        self._use_threads()
         result = self._vm["main"](*self._convert(inputs))
         return _to_numpy(result)
 
@@ -176,6 +200,7 @@ class CompiledModel:
         BenchmarkResult
             Median, min, max and mean latency in ms.
         """
+        self._use_threads()
         args = self._convert(inputs or self._random_inputs())
         for _ in range(warmup):
             self._vm["main"](*args)
@@ -208,6 +233,7 @@ class CompiledModel:
         list of KernelTime
             One entry per kernel call, in execution order.
         """
+        self._use_threads()
         args = self._convert(inputs or self._random_inputs())
         runs: list[list[tuple[str, float, tuple]]] = []
         start: list[float] = [0.0]
@@ -261,24 +287,12 @@ class CompiledModel:
             "input_dtypes": list(self.input_dtypes),
             "target": self.target,
             "threads": self.threads,
-            "report": _report_json(self.report),
-            **self.meta,
+            "report": self.report.to_json() if self.report is not None else None,
         }
         tmp = path.with_name(path.name + _META_SUFFIX + ".tmp")
         tmp.write_text(json.dumps(meta, indent=1))
         os.replace(tmp, path.with_name(path.name + _META_SUFFIX))
         return path
-
-
-def _report_json(report: Any) -> Any:
-    if report is None:
-        return None
-    if hasattr(report, "to_json"):
-        return report.to_json()
-    try:
-        return asdict(report)
-    except TypeError:
-        return str(report)
 
 
 def _to_numpy(value: Any) -> np.ndarray | tuple[np.ndarray, ...]:
@@ -313,6 +327,7 @@ def load(path: str | os.PathLike, threads: int | None = None) -> CompiledModel:
     if meta.get("version") != _META_VERSION:
         raise ValueError(f"{meta_path}: unsupported version {meta.get('version')}")
     executable = tvm.runtime.load_module(str(path))
+    report = meta.get("report")
     return CompiledModel(
         executable=executable,
         input_names=tuple(meta["input_names"]),
@@ -320,5 +335,5 @@ def load(path: str | os.PathLike, threads: int | None = None) -> CompiledModel:
         input_dtypes=tuple(meta["input_dtypes"]),
         target=meta["target"],
         threads=threads or int(meta.get("threads", 1)),
-        report=meta.get("report"),
+        report=BuildReport.from_json(report) if report is not None else None,
     )

@@ -10,7 +10,7 @@ from pathlib import Path
 import tvm
 import tvm_ffi
 
-__all__ = ["REFERENCE_MCPU", "host_target", "resolve_target", "target_key"]
+__all__ = ["REFERENCE_MCPU", "host_target", "resolve_target", "target_key", "vector_lanes"]
 
 # Shipped tuning records are tuned for this mcpu. LLVM's skylake-avx512 runs on every
 # AVX-512 CPU (Intel since Skylake-SP, AMD since Zen 4), so it is the portable choice.
@@ -131,3 +131,50 @@ def target_key(target: tvm.target.Target) -> str:
     mcpu = str(target.attrs.get("mcpu", "generic")) or "generic"
     cores = int(target.attrs.get("num-cores", 1))
     return re.sub(r"[^A-Za-z0-9_.-]", "_", f"{target.kind.name}-{mcpu}-c{cores}")
+
+
+def _has_feature(target: tvm.target.Target, feature: str) -> bool | None:
+    """Whether LLVM says the target (its triple, mcpu and mattr) has ``feature``; None if
+    LLVM cannot tell (no LLVM in this TVM build)."""
+    try:
+        from tvm.target import codegen
+
+        return bool(codegen.llvm_cpu_has_features(feature, target))
+    except Exception:  # noqa: BLE001 - a TVM without LLVM raises several error types
+        return None
+
+
+def vector_lanes(target: tvm.target.Target) -> int:
+    """Float32 lanes of the widest vector unit of a CPU target.
+
+    The features are LLVM's for the target's ``mtriple``, ``mcpu`` and ``mattr``, so every
+    CPU name LLVM knows (``core-avx2``, ``znver4``, ``x86-64-v4``, ...) gets the width of
+    its ISA; a few well-known names are the fallback when LLVM cannot be asked.
+
+    Parameters
+    ----------
+    target : tvm.target.Target
+        An ``llvm`` target.
+
+    Returns
+    -------
+    int
+        16 with AVX-512, 8 with AVX2, 4 otherwise.
+    """
+    avx512, avx2 = _has_feature(target, "avx512f"), _has_feature(target, "avx2")
+    if avx512 is None or avx2 is None:
+        keys = {str(f) for f in (target.attrs.get("mattr") or [])}
+        mcpu = str(target.attrs.get("mcpu", ""))
+        avx512 = "+avx512f" in keys or "avx512" in mcpu or mcpu in _AVX512_CPUS
+        avx2 = avx512 or "+avx2" in keys or mcpu in _AVX2_CPUS
+    if avx512:
+        return 16
+    if avx2:
+        return 8
+    return 4
+
+
+_AVX512_CPUS = frozenset({"znver4", "znver5", "sapphirerapids", "cascadelake", "icelake-server",
+                          "cooperlake", "x86-64-v4"})  # fmt: skip
+_AVX2_CPUS = frozenset({"core-avx2", "haswell", "broadwell", "skylake", "znver1", "znver2",
+                        "znver3", "x86-64-v3", "alderlake"})  # fmt: skip

@@ -8,8 +8,11 @@ import numpy as np
 import pytest
 import tvm
 from tvm import s_tir
+from tvm.s_tir import meta_schedule as ms
 from tvm_freq.kernels import freq_pointwise as K
 from tvm_freq.schedules import freq_pointwise as S
+
+import tvm_freq.target
 
 AVX512 = tvm.target.Target({"kind": "llvm", "mcpu": "skylake-avx512", "num-cores": 1})
 
@@ -108,3 +111,27 @@ def test_vectors_are_whole_machine_vectors(k):
     widths = [n for n, name in found if name != "epilogue"]
     assert {name for _, name in found} >= {"dct_raw_update", "dct", "idct_update"}
     assert all(n & (n - 1) == 0 and n <= 16 for n in widths), found
+
+
+def test_tuning_space_parallelises_like_the_default_schedule():
+    """Tuned kernels run on every core the target has, as the default schedule does."""
+    func, args, ref = _layer(1, 24, 48, 14, 14, 7, seed=3)
+    for cores, parallel in ((2, True), (1, False)):
+        target = tvm.target.Target({"kind": "llvm", "mcpu": "skylake-avx512", "num-cores": cores})
+        assert S.knobs_for(target).parallel == parallel
+        ctx = ms.TuneContext(mod=tvm.IRModule({"main": func}), target=target,
+                             space_generator=S.design_space(target), rand_state=1)  # fmt: skip
+        (sch,) = ctx.generate_design_space()
+        kinds = [inst.kind.name for inst in sch.trace.insts]
+        assert ("Parallel" in kinds) == parallel
+        assert ("T.parallel" in sch.mod["main"].script()) == parallel
+        assert ("T.parallel" in S.default_schedule(func, target).script()) == parallel
+    out = _run(sch.mod["main"], args, ref.shape)
+    np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+
+
+def test_knobs_for_feeds_default_schedule_and_space():
+    avx2 = tvm.target.Target({"kind": "llvm", "mcpu": "core-avx2", "num-cores": 1})
+    assert S.knobs_for(avx2) == S.FusedKnobs(lanes=8, rows=6, parallel=False)
+    assert S.knobs_for(AVX512) == S.FusedKnobs(lanes=16, rows=12, parallel=False)
+    assert S.vector_lanes is tvm_freq.target.vector_lanes  # re-exported

@@ -22,7 +22,6 @@ following constant bias ``add`` and ReLU6 ``clip`` are folded into it as its epi
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -31,54 +30,16 @@ from tvm import relax
 from tvm.relax.dpl import is_const, is_op, is_tuple, rewrite_call, wildcard
 
 from tvm_freq.kernels import freq_pointwise as K
+from tvm_freq.kernels.freq_pointwise import COEF_ALIGN, COUT_ALIGN, PIX_ALIGN
 
 from ..masks import LayerMask, MaskFile, MaskMismatchError
+from .decisions import DecisionReason, LayerDecision, format_layer_table
+from .options import FreqOptions
 
 __all__ = [
     "FrequencyBandPointwise", "LayerDecision", "check_masks", "eligible_convs",
     "format_layer_table", "apply_masks_to_module", "plan_layers",
 ]  # fmt: skip
-
-
-@dataclass
-class LayerDecision:
-    """What the pass did with one eligible pointwise conv."""
-
-    ordinal: int
-    name: str
-    cin: int
-    cout: int
-    height: int
-    width: int
-    block: int | None = None
-    dense_macs: int = 0
-    dct_macs: int = 0
-    gemm_macs: int = 0
-    idct_macs: int = 0
-    decision: str = "dense: no mask"
-    kernels: list[str] = field(default_factory=list)
-    dense_us: float | None = None
-    freq_us: float | None = None
-
-    @property
-    def rewritten(self) -> bool:
-        """Whether the layer runs in the frequency domain."""
-        return self.decision.startswith("freq")
-
-    @property
-    def freq_macs(self) -> int:
-        """MACs of the frequency path (0 when not rewritten)."""
-        return self.dct_macs + self.gemm_macs + self.idct_macs
-
-    def to_json(self) -> dict:
-        """Return a JSON-serialisable dict.
-
-        Returns
-        -------
-        dict
-            The decision.
-        """
-        return asdict(self)
 
 
 def _static_shape(expr: relax.Expr) -> tuple[int, ...] | None:
@@ -165,6 +126,10 @@ class FrequencyBandPointwise:
     kernel : {"fused", "staged"}
         One fused kernel per layer (with the bias and ReLU6 epilogue folded in), or
         separate DCT / GEMM / IDCT kernels per band group.
+
+    ``max_groups``, ``min_saving``, ``force`` and ``kernel`` are the fields of
+    :class:`tvm_freq.passes.FreqOptions` (``FrequencyBandPointwise(masks,
+    **options.as_kwargs())``).
     """
 
     def __init__(
@@ -179,12 +144,9 @@ class FrequencyBandPointwise:
     ):
         if not isinstance(masks, MaskFile):
             raise TypeError(f"masks must be a tvm_freq.masks.MaskFile, got {type(masks).__name__}")
-        if not 0.0 <= min_saving < 1.0:
-            raise ValueError("min_saving must be in [0, 1)")
-        if kernel not in ("fused", "staged"):
-            raise ValueError(f"kernel must be 'fused' or 'staged', got {kernel!r}")
-        if max_groups < 1:
-            raise ValueError("max_groups must be >= 1")
+        # Validates the options (one set of checks for the pass and tvm_freq.build).
+        self.options = FreqOptions(max_groups=max_groups, min_saving=min_saving, force=force,
+                                   kernel=kernel)  # fmt: skip
         self.masks = masks
         self.max_groups = max_groups
         self.min_saving = min_saving
@@ -291,43 +253,43 @@ class FrequencyBandPointwise:
                 continue
             plan = K.plan_bands(lm.kin, lm.kout, lm.block, self.max_groups)
             if self.kernel == "fused":
-                plan = K.align_plan(plan, _ALIGN)
+                plan = K.align_plan(plan, COUT_ALIGN)
             blocks = n * (-(-h // lm.block)) * (-(-w // lm.block))
             dec.block = lm.block
             # Count what the kernels really compute (whole groups, aligned prefixes, one
             # DCT over the widest prefix when fused), not the ideal bands.
             qtot = sum(g.size for g in plan.groups)
             if self.kernel == "fused" and plan.groups:
-                qpad = K.round_up(qtot, _COEF_ALIGN)
+                qpad = K.round_up(qtot, COEF_ALIGN)
                 dec.dct_macs = blocks * lm.block**2 * max(g.cin for g in plan.groups) * qpad
             else:
                 dec.dct_macs = blocks * lm.block**2 * sum(g.size * g.cin for g in plan.groups)
             dec.gemm_macs = blocks * plan.gemm_macs_per_block()
             if self.kernel == "fused":  # the IDCT computes whole, padded pixel vectors
-                kkp = K.round_up(lm.block**2, _PIX_ALIGN)
+                kkp = K.round_up(lm.block**2, PIX_ALIGN)
                 dec.idct_macs = blocks * kkp * cout * qtot
             else:
                 dec.idct_macs = n * h * w * cout * qtot
-            macs = f"{dec.freq_macs / dec.dense_macs:.2f}x MACs"
+            dec.mac_ratio = dec.freq_macs / dec.dense_macs
             if i in self.latencies:
                 # Measured kernels beat the MAC model: a dense kernel can be far from its
                 # peak (badly tuned shapes), and a freq kernel's transforms are not free.
                 dec.dense_us, dec.freq_us = self.latencies[i]
-                speed = f"{dec.freq_us / dec.dense_us:.2f}x time"
-                if not self.force and dec.freq_us >= dec.dense_us * (1.0 - self.min_saving):
-                    why = "slower" if dec.freq_us >= dec.dense_us else "too little gain"
-                    dec.decision = f"dense: {why} ({speed}, {macs})"
-                    out.append(None)
-                    continue
-                dec.decision = f"freq ({speed}, {macs})"
-                out.append((lm, plan))
-                continue
-            if not self.force and dec.freq_macs >= dec.dense_macs * (1.0 - self.min_saving):
-                dec.decision = f"dense: unprofitable ({macs})"
-                out.append(None)
-                continue
-            dec.decision = f"freq ({macs})"
-            out.append((lm, plan))
+                dec.time_ratio = dec.freq_us / dec.dense_us
+                if dec.freq_us >= dec.dense_us:
+                    dec.reason = DecisionReason.SLOWER
+                elif dec.freq_us >= dec.dense_us * (1.0 - self.min_saving):
+                    dec.reason = DecisionReason.TOO_LITTLE_GAIN
+                else:
+                    dec.reason = DecisionReason.FASTER
+            elif dec.freq_macs >= dec.dense_macs * (1.0 - self.min_saving):
+                dec.reason = DecisionReason.UNPROFITABLE
+            else:
+                dec.reason = DecisionReason.PROFITABLE_MACS
+            dec.rewritten = dec.reason in (DecisionReason.FASTER, DecisionReason.PROFITABLE_MACS)
+            if self.force and not dec.rewritten:
+                dec.rewritten, dec.reason = True, DecisionReason.FORCED
+            out.append((lm, plan) if dec.rewritten else None)
         return out
 
     # -- rewrite -------------------------------------------------------------------------
@@ -358,16 +320,16 @@ class FrequencyBandPointwise:
         if self.kernel == "fused":
             groups = [(g.size, g.cin, g.cout) for g in plan.groups]
             func = K.fused_pointwise(n, cin, cout, h, w, k, groups, bias=bias is not None,
-                                     clip=clip, coef_align=_COEF_ALIGN,
-                                     pix_align=_PIX_ALIGN)  # fmt: skip
+                                     clip=clip, coef_align=COEF_ALIGN,
+                                     pix_align=PIX_ALIGN)  # fmt: skip
             # Opaque: FuseOps must not try to merge other ops into the multi-stage kernel.
             gv = _add(builder, func.with_attr("op_pattern", 8), "freq_fused")
             dec.kernels.append(gv.name_hint)
             epilogue = [e for e, on in (("bias", bias is not None), ("clip", clip)) if on]
             if epilogue:
                 dec.kernels[-1] += f" (+{'+'.join(epilogue)})"
-            consts = K.fused_constants(plan, wnp, bias, coef_align=_COEF_ALIGN,
-                                       pix_align=_PIX_ALIGN)  # fmt: skip
+            consts = K.fused_constants(plan, wnp, bias, coef_align=COEF_ALIGN,
+                                       pix_align=PIX_ALIGN)  # fmt: skip
             return relax.call_tir(gv, [data, *[relax.const(c) for c in consts]], out_ty)
         p = n * (-(-h // k)) * (-(-w // k))
         y = None
@@ -391,14 +353,6 @@ class FrequencyBandPointwise:
             yg = relax.call_tir(gv_idct, [yf, relax.const(basis_o), relax.const(slot)], out_ty)
             y = yg if y is None else relax.op.add(y, yg)
         return y
-
-
-#: Output-channel alignment of fused GEMMs (a multiple of every CPU vector width used).
-_ALIGN = 16
-#: Coefficient alignment of the fused DCT (whole vectors of 8 floats).
-_COEF_ALIGN = 8
-#: Pixel alignment of the fused IDCT's block vectors (whole vectors of 16 floats).
-_PIX_ALIGN = 16
 
 
 def _channel_bias(bias: relax.Expr, conv: relax.Expr) -> np.ndarray | None:
@@ -467,45 +421,6 @@ def check_masks(masks: MaskFile, convs: list[relax.Call] | tvm.IRModule) -> None
 def _add(builder: relax.BlockBuilder, func: tvm.tirx.PrimFunc, name: str) -> relax.GlobalVar:
     # Private: the builder names it (and dedups identical kernels across layers).
     return builder.add_func(func.without_attr("global_symbol"), name)
-
-
-def format_layer_table(layers: list[Any]) -> str:
-    """Render per-layer decisions as a Markdown table.
-
-    Parameters
-    ----------
-    layers : list of LayerDecision or dict
-        Decisions (dicts when loaded from JSON).
-
-    Returns
-    -------
-    str
-        The table, with a total row.
-    """
-    rows = [
-        "| # | layer | Cin->Cout @ HxW | k | dense MMAC | DCT | GEMM | IDCT | freq/dense "
-        "| decision |",
-        "|---:|---|---|---:|---:|---:|---:|---:|---:|---|",
-    ]
-    dense_total = freq_total = 0
-    for d in layers:
-        d = d if isinstance(d, dict) else d.to_json()
-        freq = d["dct_macs"] + d["gemm_macs"] + d["idct_macs"]
-        used = freq if d["decision"].startswith("freq") else d["dense_macs"]
-        dense_total += d["dense_macs"]
-        freq_total += used
-        ratio = f"{freq / d['dense_macs']:.2f}" if freq else "-"
-        rows.append(
-            f"| {d['ordinal']} | {d['name']} | {d['cin']}->{d['cout']} @ {d['height']}x{d['width']}"
-            f" | {d['block'] or '-'} | {d['dense_macs'] / 1e6:.2f} | {d['dct_macs'] / 1e6:.2f} | "
-            f"{d['gemm_macs'] / 1e6:.2f} | {d['idct_macs'] / 1e6:.2f} | {ratio} | {d['decision']} |"
-        )
-    if dense_total:
-        rows.append(
-            f"| | **pointwise total** | | | {dense_total / 1e6:.2f} | | | | "
-            f"{freq_total / dense_total:.2f} | |"
-        )
-    return "\n".join(rows)
 
 
 def plan_layers(mod: tvm.IRModule, masks: MaskFile, **options: Any) -> list[LayerDecision]:

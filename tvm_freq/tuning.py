@@ -1,0 +1,231 @@
+"""Tuning records and MetaSchedule: :class:`Tuning` and :func:`tune`.
+
+:func:`tune` looks records up in the user's store and the shipped one
+(:mod:`tvm_freq.records`) and tunes, within the budget of a :class:`Tuning`, the tasks
+that have none. Frequency-band kernels are tuned in their own design space
+(:func:`tvm_freq.schedules.freq_pointwise.design_space`: the hand-written schedule with
+its GEMM tiles as decisions); every other task in MetaSchedule's default space.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import tvm
+from tvm.ir.utils import derived_object
+from tvm.s_tir import meta_schedule as ms
+
+from tvm_freq.schedules import conv2d
+from tvm_freq.schedules.freq_pointwise import design_space, is_fused_pointwise
+
+from .records import RecordStore, has_record
+from .report import BuildReport
+
+__all__ = ["Tuning", "UntunedWarning", "tune"]
+
+
+class UntunedWarning(UserWarning):
+    """Some kernels have no tuning record and run unscheduled (slow) code."""
+
+
+@dataclass
+class Tuning:
+    """How :func:`build` uses and extends tuning records.
+
+    Parameters
+    ----------
+    trials : int
+        MetaSchedule trial budget for tasks without records; 0 never tunes.
+    retune : bool
+        Spend ``trials`` on every task, also those that already have records; the search
+        starts from the records in the user's store (more trials, better schedules).
+    max_trials_per_task : int, optional
+        Cap per task (default: ``trials`` spread evenly over the tasks to tune).
+    records : str or pathlib.Path, optional
+        User records root (default ``$TVM_FREQ_RECORDS`` or ``~/.cache/tvm_freq/records``).
+    use_shipped : bool
+        Read the records shipped in ``tvm_freq.schedules``.
+    cpu_weight_prepack : bool
+        Let schedules pre-pack constant weights into blocked layouts (faster on CPU).
+    num_trials_per_iter : int
+        Candidates measured per MetaSchedule round.
+    builder, runner : str or MetaSchedule Builder / Runner
+        ``"local"``, or e.g. ``ms.runner.RPCRunner(...)`` to measure on remote machines.
+    timeout_sec : float
+        Per-candidate build and run timeout of the local builder and runner; generous,
+        because a loaded machine can take tens of seconds just to start a worker.
+    progress : bool
+        Show a progress bar while tuning.
+    """
+
+    trials: int = 0
+    retune: bool = False
+    max_trials_per_task: int | None = None
+    records: str | Path | None = None
+    use_shipped: bool = True
+    cpu_weight_prepack: bool = True
+    num_trials_per_iter: int = 64
+    builder: Any = "local"
+    runner: Any = "local"
+    progress: bool = True
+    timeout_sec: float = 180.0
+
+    def __post_init__(self) -> None:
+        if self.trials < 0:
+            raise ValueError(f"trials must be >= 0, got {self.trials}")
+        if self.max_trials_per_task is not None and self.max_trials_per_task < 1:
+            raise ValueError("max_trials_per_task must be >= 1")
+        if self.num_trials_per_iter < 1:
+            raise ValueError("num_trials_per_iter must be >= 1")
+
+
+def _progress_callback(total: int, show: bool):
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, desc="tuning", unit="trial", dynamic_ncols=True, disable=not show)
+    measured = [0]  # a disabled bar counts nothing, so count here
+
+    @derived_object
+    class _Progress(ms.measure_callback.PyMeasureCallback):
+        def apply(self, task_scheduler, task_id, measure_candidates, builder_results, results):
+            measured[0] += len(measure_candidates)
+            best = min(
+                (sum(float(x) for x in r.run_secs) / len(r.run_secs) for r in results
+                 if r.run_secs),
+                default=None,
+            )  # fmt: skip
+            bar.update(len(measure_candidates))
+            if best is not None:
+                bar.set_postfix(task=task_id, best_us=f"{best * 1e6:.0f}")
+
+    return _Progress(), bar, measured
+
+
+def _local(spec: Any, cls: type, timeout: float) -> Any:
+    if spec != "local":
+        return spec
+    if cls is ms.runner.LocalRunner:
+        return cls(timeout_sec=timeout, evaluator_config=ms.runner.EvaluatorConfig(
+            number=3, repeat=1, min_repeat_ms=50, enable_cpu_cache_flush=False))  # fmt: skip
+    return cls(timeout_sec=timeout)
+
+
+def _has_default_schedule(task: Any) -> bool:
+    """Whether a task without a record still gets a hand-written schedule (not plain loops)."""
+    return _is_freq_task(task) or conv2d.conv_kind(task.dispatched[0]["main"]) is not None
+
+
+def _is_freq_task(task: Any) -> bool:
+    return is_fused_pointwise(task.dispatched[0]["main"])
+
+
+@contextlib.contextmanager
+def _unnamed_log_handlers_detached():
+    """Detach unnamed handlers from MetaSchedule's logger while it configures logging.
+
+    MetaSchedule rebuilds its logging config from the names of the handlers on its logger,
+    and crashes on a handler without a name (pytest's log capture adds such handlers, and
+    so may any application). They are put back afterwards.
+    """
+    logger = logging.getLogger("tvm.s_tir.meta_schedule")
+    unnamed = [h for h in logger.handlers if h.get_name() is None]
+    for h in unnamed:
+        logger.removeHandler(h)
+    try:
+        yield
+    finally:
+        for h in unnamed:
+            logger.addHandler(h)
+
+
+def _has_record(db: ms.database.Database, task: Any, target: tvm.target.Target) -> bool:
+    return has_record(db, task.dispatched[0], target, task.task_name)
+
+
+def tune(
+    mod: tvm.IRModule,
+    target: tvm.target.Target,
+    tuning: Tuning,
+    report: BuildReport | None = None,
+) -> ms.database.Database:
+    """Tune the tasks of a fused module that have no record yet, and return the lookup database.
+
+    Parameters
+    ----------
+    mod : tvm.IRModule
+        Output of :func:`lower`.
+    target : tvm.target.Target
+        Compilation target.
+    tuning : Tuning
+        Budget and records.
+    report : BuildReport, optional
+        Filled with what was found and done.
+
+    Returns
+    -------
+    tvm.s_tir.meta_schedule.database.Database
+        Database of every record for ``target`` (user and shipped).
+    """
+    store = RecordStore(tuning.records, use_shipped=tuning.use_shipped)
+    lookup = store.union(target)
+    tasks = ms.relax_integration.extract_tasks(mod, target)
+    missing = [t for t in tasks if not _has_record(lookup, t, target)]
+    if report is not None:
+        report.num_tasks = len(tasks)
+        report.tasks_with_records = len(tasks) - len(missing)
+    selected = tasks if tuning.retune else missing
+    if selected and tuning.trials > 0:
+        db = store.writable(target)  # raises before any tuning if it cannot be written
+        per_task = tuning.max_trials_per_task or max(1, tuning.trials // len(selected))
+        budget = min(tuning.trials, per_task * len(selected))
+        plain = [t for t in selected if not _is_freq_task(t)]
+        freq = [t for t in selected if _is_freq_task(t)]
+        with _unnamed_log_handlers_detached():
+            contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+                plain, work_dir=str(store.directory(target))
+            )
+        if freq:
+            # The hand-written schedule is the whole design space; tuning samples its tile
+            # sizes (MetaSchedule's generic rules cannot schedule a multi-stage kernel).
+            space = design_space(target)
+            with _unnamed_log_handlers_detached():
+                more, more_w = ms.relax_integration.extracted_tasks_to_tune_contexts(
+                    freq, work_dir=str(store.directory(target)), space=space,
+                    strategy="replay-trace",
+                )  # fmt: skip
+            contexts, weights = contexts + more, weights + more_w
+        progress, bar, measured = _progress_callback(budget, tuning.progress)
+        callbacks = [*ms.measure_callback.MeasureCallback.create("default"), progress]
+        start = time.perf_counter()
+        try:
+            ms.tune.tune_tasks(
+                tasks=contexts,
+                task_weights=weights,
+                work_dir=str(store.directory(target)),
+                max_trials_global=budget,
+                max_trials_per_task=per_task,
+                num_trials_per_iter=min(tuning.num_trials_per_iter, per_task),
+                builder=_local(tuning.builder, ms.builder.LocalBuilder, tuning.timeout_sec),
+                runner=_local(tuning.runner, ms.runner.LocalRunner, tuning.timeout_sec),
+                database=db,
+                measure_callbacks=callbacks,
+            )
+        finally:
+            bar.close()
+        if report is not None:
+            report.tune_seconds = time.perf_counter() - start
+            report.tasks_tuned = len(selected)
+            report.trials_run = measured[0]
+        lookup = store.union(target)
+        missing = [t for t in tasks if not _has_record(lookup, t, target)]
+    if report is not None:
+        report.untuned_tasks = [t.task_name for t in missing if not _has_default_schedule(t)]
+        report.default_scheduled = [t.task_name for t in missing if _has_default_schedule(t)]
+    return lookup
+
+
