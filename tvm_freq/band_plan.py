@@ -1,0 +1,172 @@
+"""The band plan of a pruned pointwise conv (NumPy): sorted channels, band groups, alignment.
+
+With channels sorted by how many zigzag coefficients they keep, every coefficient's
+channel set is a prefix, and coefficients with similar prefixes are grouped so that each
+group is one dense GEMM over its channel prefixes (:func:`plan_bands`).
+:func:`align_plan` rounds the prefixes up to the vector width the kernels use. The
+kernels (``tvm_freq.kernels.freq_pointwise``) and the pass build on this plan; it imports
+neither PyTorch nor TVM.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from tvm_freq.macs import band_sizes
+
+__all__ = ["BandGroup", "BandPlan", "align_plan", "plan_bands", "round_up"]
+
+
+@dataclass(frozen=True)
+class BandGroup:
+    """Coefficients ``[n0, n1)`` computed as one GEMM over ``cin`` x ``cout`` channel prefixes."""
+
+    n0: int
+    n1: int
+    cin: int
+    cout: int
+
+    @property
+    def size(self) -> int:
+        """Number of coefficients in the group."""
+        return self.n1 - self.n0
+
+
+@dataclass(frozen=True)
+class BandPlan:
+    """Everything the kernels need for one layer, derived from the masks."""
+
+    k: int
+    kin: tuple[int, ...]
+    kout: tuple[int, ...]
+    perm_in: tuple[int, ...]
+    perm_out: tuple[int, ...]
+    groups: tuple[BandGroup, ...]
+
+    @property
+    def kin_sorted(self) -> np.ndarray:
+        """Kept counts of the input channels in sorted order."""
+        return np.asarray(self.kin)[list(self.perm_in)]
+
+    @property
+    def kout_sorted(self) -> np.ndarray:
+        """Kept counts of the output channels in sorted order."""
+        return np.asarray(self.kout)[list(self.perm_out)]
+
+    def gemm_macs_per_block(self) -> int:
+        """MACs per block of the grouped GEMMs (padding inside groups included)."""
+        return sum(g.size * g.cin * g.cout for g in self.groups)
+
+
+def plan_bands(
+    kin: Sequence[int], kout: Sequence[int], k: int, max_groups: int = 4
+) -> BandPlan:
+    """Sort channels and group the bands so that few, wide GEMMs cover every kept coefficient.
+
+    Groups are chosen by dynamic programming to minimise the padded GEMM MACs
+    ``sum_g size_g * Cin_g * Cout_g`` with at most ``max_groups`` groups.
+
+    Parameters
+    ----------
+    kin, kout : sequence of int
+        Kept zigzag coefficients per input / output channel, each in ``[0, k*k]``.
+    k : int
+        Macroblock size.
+    max_groups : int
+        Upper bound on the number of GEMMs.
+
+    Returns
+    -------
+    BandPlan
+        Permutations and groups. Groups cover only coefficients some channel keeps.
+    """
+    if max_groups < 1:
+        raise ValueError("max_groups must be >= 1")
+    cin_n, cout_n = band_sizes(kin, kout, k)  # validates the counts
+    kin_a, kout_a = np.asarray(kin, dtype=np.int64), np.asarray(kout, dtype=np.int64)
+    # Stable sort: equal counts keep their original order (deterministic plans).
+    perm_in = np.argsort(-kin_a, kind="stable")
+    perm_out = np.argsort(-kout_a, kind="stable")
+    live = int(np.max(np.nonzero((cin_n > 0) & (cout_n > 0))[0], initial=-1)) + 1
+    if live == 0:
+        return BandPlan(k, tuple(kin_a.tolist()), tuple(kout_a.tolist()),
+                        tuple(perm_in.tolist()), tuple(perm_out.tolist()), ())  # fmt: skip
+
+    def cost(a: int, b: int) -> int:
+        return (b - a) * int(cin_n[a]) * int(cout_n[a])
+
+    g_max = min(max_groups, live)
+    inf = float("inf")
+    best = [[inf] * (live + 1) for _ in range(g_max + 1)]
+    cut = [[0] * (live + 1) for _ in range(g_max + 1)]
+    best[0][0] = 0
+    for g in range(1, g_max + 1):
+        for b in range(1, live + 1):
+            for a in range(g - 1, b):
+                c = best[g - 1][a] + cost(a, b)
+                if c < best[g][b]:
+                    best[g][b], cut[g][b] = c, a
+    g = min(range(1, g_max + 1), key=lambda i: (best[i][live], i))
+    bounds, b = [], live
+    while g > 0:
+        a = cut[g][b]
+        bounds.append((a, b))
+        b, g = a, g - 1
+    groups = tuple(
+        BandGroup(a, b, int(cin_n[a]), int(cout_n[a]))
+        for a, b in reversed(bounds)
+        if cin_n[a] > 0 and cout_n[a] > 0
+    )
+    return BandPlan(k, tuple(kin_a.tolist()), tuple(kout_a.tolist()),
+                    tuple(perm_in.tolist()), tuple(perm_out.tolist()), groups)  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- constants
+
+
+def round_up(n: int, multiple: int) -> int:
+    """``n`` rounded up to a multiple of ``multiple`` (the vector padding of the kernels).
+
+    Parameters
+    ----------
+    n, multiple : int
+        Value and multiple (>= 1).
+
+    Returns
+    -------
+    int
+        The padded size.
+    """
+    return -(-n // multiple) * multiple
+
+
+def align_plan(plan: BandPlan, multiple: int) -> BandPlan:
+    """Round each group's output prefix up to a multiple of ``multiple`` (capped at ``Cout``).
+
+    The extra rows compute channels that keep none of the group's coefficients; their
+    IDCT basis rows are zero, so the result is exact. It lets a schedule vectorise the
+    GEMM over output channels without a tail.
+
+    Parameters
+    ----------
+    plan : BandPlan
+        A plan from :func:`plan_bands`.
+    multiple : int
+        Vector width in channels, >= 1.
+
+    Returns
+    -------
+    BandPlan
+        The plan with aligned ``cout`` per group.
+    """
+    if multiple < 1:
+        raise ValueError("multiple must be >= 1")
+    cout = len(plan.kout)
+    groups = tuple(
+        BandGroup(g.n0, g.n1, g.cin, min(cout, round_up(g.cout, multiple)))
+        for g in plan.groups
+    )
+    return BandPlan(plan.k, plan.kin, plan.kout, plan.perm_in, plan.perm_out, groups)
