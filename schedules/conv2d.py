@@ -164,8 +164,14 @@ def _largest_divisor(n: int, cap: int) -> int:
     return max(d for d in range(1, min(n, cap) + 1) if n % d == 0)
 
 
-def _epilogue(sch: s_tir.Schedule, block: s_tir.SBlockRV) -> s_tir.SBlockRV | None:
-    """Inline the elementwise chain after ``block`` into its last block; return that block."""
+def _epilogue(sch: s_tir.Schedule, block: s_tir.SBlockRV) -> s_tir.SBlockRV:
+    """Inline the elementwise chain after ``block`` into its last block; return that block.
+
+    Without a chain, ``block`` writes the kernel's output itself; it then gets an internal
+    buffer and a copy block (returned), so that its layout may change.
+    """
+    if not sch.get_consumers(block):
+        return sch.cache_write(block, 0, "global")
     chain = []
     current = block
     while True:
@@ -176,7 +182,7 @@ def _epilogue(sch: s_tir.Schedule, block: s_tir.SBlockRV) -> s_tir.SBlockRV | No
         chain.append(current)
     for b in chain[:-1]:
         sch.compute_inline(b)
-    return chain[-1] if chain else None
+    return chain[-1]
 
 
 def _tile_loops(
@@ -233,8 +239,7 @@ def schedule_pointwise(sch: s_tir.Schedule, knobs: ConvKnobs = ConvKnobs()) -> N
     sch.transform_block_layout(
         conv, lambda n, f, y, x, rc, ry, rx: (n, f, y * width + x, rc, ry, rx)
     )
-    if last is not None:
-        sch.transform_block_layout(last, lambda n, f, y, x: (n, f, y * width + x))
+    sch.transform_block_layout(last, lambda n, f, y, x: (n, f, y * width + x))
     n, f, p, rc, ry, rx = sch.get_loops(conv)
     if over_pixels:
         vecs = _largest_divisor(pixels // lanes, knobs.col_vectors)
@@ -250,17 +255,16 @@ def schedule_pointwise(sch: s_tir.Schedule, knobs: ConvKnobs = ConvKnobs()) -> N
         p0, p1 = sch.split(p, [None, rows])
         sch.reorder(n, f0, p0, rc, ry, rx, p1, f1, fv)
         inner = (p1, f1, fv)
-    if last is not None:
-        sch.reverse_compute_at(last, p0)
-        if over_pixels:
-            tile = _tile_loops(sch, last, 3, f=rows, p=vecs * lanes)
-            sch.vectorize(sch.split(tile["p"], [None, lanes])[1])
-        else:
-            tile = _tile_loops(sch, last, 3, f=vecs * lanes, p=rows)
-            if "p" in tile:
-                sch.reorder(tile["p"], tile["f"])
-            if lanes > 1:
-                sch.vectorize(sch.split(tile["f"], [None, lanes])[1])
+    sch.reverse_compute_at(last, p0)
+    if over_pixels:
+        tile = _tile_loops(sch, last, 3, f=rows, p=vecs * lanes)
+        sch.vectorize(sch.split(tile["p"], [None, lanes])[1])
+    else:
+        tile = _tile_loops(sch, last, 3, f=vecs * lanes, p=rows)
+        if "p" in tile:
+            sch.reorder(tile["p"], tile["f"])
+        if lanes > 1:
+            sch.vectorize(sch.split(tile["f"], [None, lanes])[1])
     sch.unroll(inner[0])
     sch.unroll(inner[1])
     if lanes > 1:
@@ -293,11 +297,10 @@ def schedule_depthwise(sch: s_tir.Schedule, knobs: ConvKnobs = ConvKnobs()) -> N
     x0, xv = sch.split(x, [None, lanes])
     sch.reorder(n, f, y, x0, rc, ry, rx, xv)
     sch.compute_at(pad, f)  # the padded plane of one channel, built once
-    if last is not None:
-        sch.reverse_compute_at(last, y)
-        tile = _tile_loops(sch, last, 3, x=width)
-        if "x" in tile:
-            sch.vectorize(sch.split(tile["x"], [None, lanes])[1])
+    sch.reverse_compute_at(last, y)
+    tile = _tile_loops(sch, last, 3, x=width)
+    if "x" in tile:
+        sch.vectorize(sch.split(tile["x"], [None, lanes])[1])
     pl = sch.get_loops(pad)
     sch.vectorize(sch.split(pl[-1], [None, min(knobs.lanes, int(sch.get(pl[-1]).extent))])[1])
     sch.unroll(ry)
@@ -338,13 +341,12 @@ def schedule_general(sch: s_tir.Schedule, knobs: ConvKnobs = ConvKnobs()) -> Non
     f0, f1, fv = sch.split(f, [None, vecs, lanes])
     x0, x1 = sch.split(x, [None, rows])
     sch.reorder(n, f0, y, x0, rc, ry, rx, x1, f1, fv)
-    if last is not None:
-        sch.reverse_compute_at(last, x0)
-        tile = _tile_loops(sch, last, 4, f=vecs * lanes, x=rows)
-        if "x" in tile:
-            sch.reorder(tile["x"], tile["f"])
-        if lanes > 1:
-            sch.vectorize(sch.split(tile["f"], [None, lanes])[1])
+    sch.reverse_compute_at(last, x0)
+    tile = _tile_loops(sch, last, 4, f=vecs * lanes, x=rows)
+    if "x" in tile:
+        sch.reorder(tile["x"], tile["f"])
+    if lanes > 1:
+        sch.vectorize(sch.split(tile["f"], [None, lanes])[1])
     sch.unroll(x1)
     sch.unroll(f1)
     if lanes > 1:
@@ -379,11 +381,10 @@ def schedule_matmul(sch: s_tir.Schedule, knobs: ConvKnobs = ConvKnobs()) -> None
     i0, i1 = sch.split(i, [None, rows])
     j0, j1, jv = sch.split(j, [None, vecs, lanes])
     sch.reorder(i0, j0, k, i1, j1, jv)
-    if last is not None:
-        sch.reverse_compute_at(last, j0)
-        tile = _tile_loops(sch, last, 2, i=rows, j=vecs * lanes)
-        if lanes > 1:
-            sch.vectorize(sch.split(tile["j"], [None, lanes])[1])
+    sch.reverse_compute_at(last, j0)
+    tile = _tile_loops(sch, last, 2, i=rows, j=vecs * lanes)
+    if lanes > 1:
+        sch.vectorize(sch.split(tile["j"], [None, lanes])[1])
     sch.unroll(i1)
     sch.unroll(j1)
     if lanes > 1:

@@ -159,3 +159,27 @@ def test_classifier_matmul_default_schedule_equals_pytorch(batch, features, clas
     with torch.no_grad():
         ref = net(x).numpy()
     assert np.abs(model(x) - ref).max() / np.abs(ref).max() < 1e-5
+
+
+@pytest.mark.parametrize(
+    "net",
+    [
+        torch.nn.Conv2d(24, 8, 1, bias=False),  # pointwise: over pixels at 8x8, channels at 7x7
+        torch.nn.Conv2d(3, 16, 3, stride=2, padding=1, bias=False),
+        torch.nn.Conv2d(8, 8, 3, padding=1, groups=8, bias=False),
+        torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(8 * 8 * 8, 10, bias=False)),
+    ],
+)  # fmt: skip
+@pytest.mark.parametrize("size", [8, 7])
+def test_kernel_writing_the_model_output_directly(net, size):
+    # No epilogue: the conv (or matmul) writes the function's output buffer itself.
+    torch.manual_seed(0)
+    cin = 8 if isinstance(net, torch.nn.Sequential) else net.in_channels
+    if isinstance(net, torch.nn.Sequential) and size != 8:
+        pytest.skip("the linear layer is sized for 8x8")
+    x = torch.randn(2, cin, size, size)
+    model = tvm_freq.build(net.eval(), example_inputs=x, tuning=Tuning(use_shipped=False))
+    assert model.report.default_scheduled
+    with torch.no_grad():
+        ref = net(x).numpy()
+    assert np.abs(model(x) - ref).max() / np.abs(ref).max() < 1e-5
