@@ -106,15 +106,16 @@ def knobs_for(target: tvm.target.Target) -> ConvKnobs:
                      else 2, parallel=cores > 1)  # fmt: skip
 
 
-def _block_names(func: tvm.tirx.PrimFunc) -> set[str]:
+def _block_outputs(func: tvm.tirx.PrimFunc) -> dict[str, tuple[int, ...]]:
+    """The known blocks of ``func`` and the shape of the buffer each writes."""
     sch = s_tir.Schedule(tvm.IRModule({"main": func}), error_render_level="none")
-    found = set()
+    found = {}
     for name in (CONV_BLOCK, DEPTHWISE_BLOCK, PAD_BLOCK, MATMUL_BLOCK):
         try:
-            sch.get_sblock(name)
+            block = sch.get(sch.get_sblock(name))
         except ScheduleError:  # no block of that name
             continue
-        found.add(name)
+        found[name] = tuple(int(d) for d in block.writes[0].source.shape)
     return found
 
 
@@ -138,9 +139,12 @@ def conv_kind(func: tvm.tirx.PrimFunc) -> ConvKind | None:
     """
     if len(func.params) < 3:
         return None
-    names = _block_names(func)
+    names = _block_outputs(func)
     x, w, out = _shape(func.params[0]), _shape(func.params[1]), _shape(func.params[-1])
-    if names == {MATMUL_BLOCK}:
+    main = names.get(CONV_BLOCK) or names.get(DEPTHWISE_BLOCK) or names.get(MATMUL_BLOCK)
+    if main != out:
+        return None  # the fused epilogue changes the shape (e.g. the next layer's pad)
+    if set(names) == {MATMUL_BLOCK}:
         if len(x) == len(w) == len(out) == 2 and x[1] == w[0] and out == (x[0], w[1]):
             return ConvKind.MATMUL
         return None
@@ -423,7 +427,9 @@ def default_schedule(
     kind = conv_kind(func)
     if kind is None:
         return None
-    sch = s_tir.Schedule(tvm.IRModule({"main": func}))
-    knobs = knobs_for(target)
-    _SCHEDULES[kind](sch, knobs)
+    sch = s_tir.Schedule(tvm.IRModule({"main": func}), error_render_level="none")
+    try:
+        _SCHEDULES[kind](sch, knobs_for(target))
+    except ScheduleError:
+        return None  # e.g. an epilogue that is not elementwise: leave the kernel as it is
     return sch.mod["main"].with_attr("tirx.is_scheduled", True)

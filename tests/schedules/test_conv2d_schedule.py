@@ -183,3 +183,30 @@ def test_kernel_writing_the_model_output_directly(net, size):
     with torch.no_grad():
         ref = net(x).numpy()
     assert np.abs(model(x) - ref).max() / np.abs(ref).max() < 1e-5
+
+
+class _ConvThenSamePad(torch.nn.Module):
+    """A 1x1 conv whose fused epilogue pads for the next "same" conv (EfficientNet ports)."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.pw = torch.nn.Conv2d(8, 16, 1)
+        self.dw = torch.nn.Conv2d(16, 16, 3, stride=2, groups=16)
+
+    def forward(self, x):
+        y = torch.clamp(self.pw(x), 0, 6)
+        return self.dw(torch.nn.functional.pad(y, [0, 1, 0, 1]))
+
+
+def test_epilogue_that_changes_the_shape_is_left_alone():
+    net = _ConvThenSamePad().eval()
+    x = torch.randn(1, 8, 10, 10)
+    kernels = _kernels(net, tuple(x.shape))
+    padded = [name for name in kernels if "conv" in name and "pad" in name]
+    assert padded, kernels  # the pad really is fused into the conv's kernel
+    assert all(kernels[name] is None for name in padded)
+    model = tvm_freq.build(net, example_inputs=x, tuning=Tuning(use_shipped=False))
+    with torch.no_grad():
+        ref = net(x).numpy()
+    assert np.abs(model(x) - ref).max() / np.abs(ref).max() < 1e-5
