@@ -17,6 +17,9 @@ tuning record matches, :func:`default_schedule` gives each a hand-written schedu
   output channels vectorised from transposed weights, output columns as register rows.
 - **matmul** (``[M, K] x [K, N]``, e.g. a classifier): vectors of ``N`` accumulated over
   ``K`` in registers.
+- **elementwise** (only data-parallel blocks, each writing as many elements as the
+  output, e.g. a residual add left unfused or a reshape): inlined into one loop,
+  vectorised.
 
 The elementwise epilogue that Relax fused into the conv (bias, ReLU6 clip, a residual
 add) is inlined into one block and computed per tile, while the tile is in cache.
@@ -26,6 +29,7 @@ always take precedence (the pipeline applies this only to kernels without a reco
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from enum import Enum
 
@@ -38,7 +42,7 @@ from tvm_freq.target import vector_lanes
 __all__ = [
     "CONV_BLOCK", "DEPTHWISE_BLOCK", "PAD_BLOCK", "ConvKind", "ConvKnobs", "conv_kind",
     "default_schedule", "knobs_for", "schedule_depthwise", "schedule_general",
-    "schedule_matmul", "schedule_pointwise",
+    "schedule_elementwise", "schedule_matmul", "schedule_pointwise",
 ]  # fmt: skip
 
 # Block names of Relax's legalised NCHW convolutions (TOPI's compute definitions).
@@ -55,6 +59,7 @@ class ConvKind(Enum):
     DEPTHWISE = "depthwise"
     GENERAL = "general"  # any other conv with groups 1 (e.g. a 3x3 stride-2 stem)
     MATMUL = "matmul"  # [M, K] x [K, N], e.g. the classifier
+    ELEMENTWISE = "elementwise"  # only elementwise blocks, e.g. a residual add
 
 
 @dataclass(frozen=True)
@@ -135,11 +140,15 @@ def conv_kind(func: tvm.tirx.PrimFunc) -> ConvKind | None:
     -------
     ConvKind or None
         ``POINTWISE`` for a 1x1 stride-1 unpadded conv, ``DEPTHWISE`` for a conv with one
-        input channel per group, else None.
+        input channel per group, ``GENERAL`` for any other conv with groups 1,
+        ``MATMUL`` for ``[M, K] x [K, N]``, ``ELEMENTWISE`` for data-parallel blocks
+        only; None otherwise, and None when the fused epilogue changes the shape.
     """
+    names = _block_outputs(func)
+    if not names:
+        return ConvKind.ELEMENTWISE if _is_elementwise(func) else None
     if len(func.params) < 3:
         return None
-    names = _block_outputs(func)
     x, w, out = _shape(func.params[0]), _shape(func.params[1]), _shape(func.params[-1])
     main = names.get(CONV_BLOCK) or names.get(DEPTHWISE_BLOCK) or names.get(MATMUL_BLOCK)
     if main != out:
@@ -162,6 +171,20 @@ def conv_kind(func: tvm.tirx.PrimFunc) -> ConvKind | None:
         if w[1] == 1 and x[1] == out[1] == w[0]:
             return ConvKind.DEPTHWISE
     return None
+
+
+def _is_elementwise(func: tvm.tirx.PrimFunc) -> bool:
+    """Whether every block is spatial and writes as many elements as the output has."""
+    sch = s_tir.Schedule(tvm.IRModule({"main": func}), error_render_level="none")
+    out = math.prod(_shape(func.params[-1]))
+    blocks = sch.get_child_blocks(sch.get_sblock("root"))
+    for rv in blocks:
+        block = sch.get(rv)
+        if any(int(iv.iter_type) != 0 for iv in block.iter_vars):  # 0: data parallel
+            return False
+        if len(block.writes) != 1 or math.prod(_shape(block.writes[0].source)) != out:
+            return False
+    return bool(blocks)
 
 
 def _largest_divisor(n: int, cap: int) -> int:
@@ -398,11 +421,35 @@ def schedule_matmul(sch: s_tir.Schedule, knobs: ConvKnobs = ConvKnobs()) -> None
     sch.decompose_reduction(mm, k)
 
 
+def schedule_elementwise(sch: s_tir.Schedule, knobs: ConvKnobs = ConvKnobs()) -> None:
+    """Schedule an elementwise kernel in place: one fused loop, vectorised.
+
+    Parameters
+    ----------
+    sch : tvm.s_tir.Schedule
+        Schedule of a module whose ``main`` is a :data:`ConvKind.ELEMENTWISE` kernel.
+    knobs : ConvKnobs
+        Vector width and parallelism.
+    """
+    blocks = sch.get_child_blocks(sch.get_sblock("root"))
+    for block in blocks[:-1]:
+        sch.compute_inline(block)
+    loop = sch.fuse(*sch.get_loops(blocks[-1]))
+    total = int(sch.get(loop).extent)
+    lanes = 1 << (_largest_divisor(total, knobs.lanes).bit_length() - 1)
+    outer, vec = sch.split(loop, [None, lanes])
+    if lanes > 1:
+        sch.vectorize(vec)
+    if knobs.parallel:
+        sch.parallel(outer)
+
+
 _SCHEDULES = {
     ConvKind.POINTWISE: schedule_pointwise,
     ConvKind.DEPTHWISE: schedule_depthwise,
     ConvKind.GENERAL: schedule_general,
     ConvKind.MATMUL: schedule_matmul,
+    ConvKind.ELEMENTWISE: schedule_elementwise,
 }
 
 

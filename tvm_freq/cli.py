@@ -156,10 +156,14 @@ def cmd_bench(args) -> int:
     builds = [("tvm_freq freq (--masks)" if masked else "tvm_freq dense", 0.0, compiled)]
     builds += _freq_builds(args, path)
     x = np.random.default_rng(0).standard_normal(compiled.input_shapes[0]).astype("float32")
-    untuned = len(compiled.report.untuned_tasks)
-    note = f"{untuned} untuned kernels" if untuned else "tuned records"
-
     def tvm_timer(name: str, removed: float, model) -> object:
+        rep = model.report
+        note = ", ".join(x for x in (
+            f"{rep.tasks_with_records} kernels on records" if rep.tasks_with_records else "",
+            f"{len(rep.default_scheduled)} on default schedules" if rep.default_scheduled else "",
+            f"{len(rep.untuned_tasks)} on plain loops" if rep.untuned_tasks else "",
+        ) if x)  # fmt: skip
+
         def run() -> Timing:
             r = model.benchmark(x, repeat=args.repeat)
             return Timing(name, r.median_ms, r.min_ms, r.max_ms, note, removed)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import tvm
@@ -184,7 +185,12 @@ class RecordStore:
         dbs = [self._open(d, create=False) for d in dirs]
         return [db for db in dbs if db is not None]
 
-    def union(self, target: tvm.target.Target) -> ms.database.Database:
+    def union(
+        self,
+        target: tvm.target.Target,
+        *,
+        shipped_filter: Callable[[tvm.IRModule], bool] | None = None,
+    ) -> ms.database.Database:
         """Return one database for lookups over the user's and the shipped stores.
 
         A workload with records in the user's store is answered from there (the best of
@@ -196,6 +202,8 @@ class RecordStore:
         ----------
         target : tvm.target.Target
             Compilation target.
+        shipped_filter : callable, optional
+            Keep only the shipped records whose workload (an ``IRModule``) it accepts.
 
         Returns
         -------
@@ -205,7 +213,19 @@ class RecordStore:
             ``has_workload`` (which union databases do not implement); see
             :func:`has_record`.
         """
-        dbs = self.readable(target)
+        user = self._open(self.directory(target), create=False)
+        shipped = None
+        if self.use_shipped:
+            shipped = self._open(shipped_records_root() / target_key(target), create=False)
+        if shipped is not None and shipped_filter is not None:
+            kept = ms.database.MemoryDatabase(module_equality="structural")
+            for rec in shipped.get_all_tuning_records():
+                if shipped_filter(rec.workload.mod):
+                    workload = kept.commit_workload(rec.workload.mod)
+                    kept.commit_tuning_record(ms.database.TuningRecord(
+                        rec.trace, workload, rec.run_secs, rec.target, rec.args_info))  # fmt: skip
+            shipped = kept
+        dbs = [db for db in (user, shipped) if db is not None]
         if not dbs:
             return ms.database.MemoryDatabase()
         return dbs[0] if len(dbs) == 1 else ms.database.OrderedUnionDatabase(*dbs)

@@ -210,3 +210,24 @@ def test_epilogue_that_changes_the_shape_is_left_alone():
     with torch.no_grad():
         ref = net(x).numpy()
     assert np.abs(model(x) - ref).max() / np.abs(ref).max() < 1e-5
+
+
+class _Elementwise(torch.nn.Module):
+    def forward(self, x):
+        y = torch.clamp(x * 0.5 + 1.0, -1.0, 3.0) * x  # one fused elementwise kernel
+        return y.transpose(2, 3).reshape(1, -1)  # a layout change: data-parallel too
+
+
+@pytest.mark.parametrize("shape", [(1, 4, 6, 6), (1, 3, 5, 7)])
+def test_elementwise_default_schedule_equals_pytorch(shape):
+    x = torch.randn(*shape)
+    kinds = _kinds(_Elementwise(), shape)
+    assert ConvKind.ELEMENTWISE in kinds
+    model = tvm_freq.build(_Elementwise(), example_inputs=x, tuning=Tuning(use_shipped=False))
+    assert model.report.default_scheduled
+    np.testing.assert_allclose(model(x), _Elementwise()(x).numpy(), rtol=1e-6, atol=1e-6)
+
+
+def test_reductions_are_not_elementwise():
+    kinds = _kinds(torch.nn.AdaptiveAvgPool2d(1), (1, 4, 6, 6))
+    assert ConvKind.ELEMENTWISE not in kinds and all(k is None for k in kinds)
