@@ -57,6 +57,7 @@ def _tuning(args):
         max_trials_per_task=args.max_trials_per_task,
         records=args.records,
         use_shipped=not args.no_shipped,
+        shipped_over_defaults=args.shipped_over_defaults,
         cpu_weight_prepack=not args.no_prepack,
     )
 
@@ -212,6 +213,8 @@ def _common(p: argparse.ArgumentParser, *, model: bool = True) -> None:
         p.add_argument("--retune", action="store_true", help="also tune kernels with records")
         p.add_argument("--records", default=None, help="records directory (default ~/.cache)")
         p.add_argument("--no-shipped", action="store_true", help="ignore shipped records")
+        p.add_argument("--shipped-over-defaults", action="store_true",
+                       help="use shipped records also where a default schedule exists")  # fmt: skip
         p.add_argument("--no-prepack", action="store_true", help="no weight pre-packing")
     p.add_argument("--threads", type=int, default=1, help="runtime threads (default 1)")
 
