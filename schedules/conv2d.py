@@ -226,6 +226,24 @@ def _tile_loops(
     return dict(zip(names, own, strict=True))
 
 
+# Blocks so marked are split out by Relax's SplitLayoutRewritePreproc and, for constant
+# weights, folded at compile time (as MetaSchedule's RewriteLayout postproc does).
+LAYOUT_REWRITE_PREPROC = "meta_schedule.layout_rewrite_preproc"
+
+
+def _pack_weights(
+    sch: s_tir.Schedule, block: s_tir.SBlockRV, weights: object, index_map: object
+) -> None:
+    """Read ``weights`` through a copy in the layout ``index_map`` gives.
+
+    With constant weights (``cpu_weight_prepack``, the default) the copy is folded into
+    the constants at compile time; otherwise it runs once per call.
+    """
+    packed = sch.cache_read(block, _read_index(sch, block, weights), "global")
+    sch.transform_layout(packed, ("write", 0), index_map)
+    sch.annotate(packed, LAYOUT_REWRITE_PREPROC, True)
+
+
 def _read_index(sch: s_tir.Schedule, block: s_tir.SBlockRV, buffer: object) -> int:
     names = [r.source.name for r in sch.get(block).reads]
     return names.index(buffer.name)  # type: ignore[attr-defined]
@@ -257,12 +275,13 @@ def schedule_pointwise(sch: s_tir.Schedule, knobs: ConvKnobs = ConvKnobs()) -> N
     if over_pixels:
         sch.transform_layout(conv, ("write", 0), lambda n, f, y, x: (n, f, y * width + x))
     else:
-        # Vectorise output channels: weights transposed to [c, f] (once per call),
-        # accumulators in [p, f] order.
-        wt = sch.cache_read(conv, _read_index(sch, conv, func.params[1]), "global")
-        sch.transform_layout(wt, ("write", 0), lambda f, c, a, b: (c, a, b, f))
-        sch.transform_layout(conv, ("write", 0), lambda n, f, y, x: (n, y * width + x, f))
+        # Vectorise output channels: weights packed as [f tile, c, f in tile] (folded at
+        # compile time), accumulators in [p, f] order.
         lanes = 1 << (_largest_divisor(channels, lanes).bit_length() - 1)
+        ft = lanes * _largest_divisor(channels // lanes, knobs.col_vectors)
+        _pack_weights(sch, conv, func.params[1],
+                      lambda f, c, a, b: (f // ft, c, a, b, f % ft))  # fmt: skip
+        sch.transform_layout(conv, ("write", 0), lambda n, f, y, x: (n, y * width + x, f))
     sch.transform_block_layout(
         conv, lambda n, f, y, x, rc, ry, rx: (n, f, y * width + x, rc, ry, rx)
     )
@@ -318,6 +337,14 @@ def schedule_depthwise(sch: s_tir.Schedule, knobs: ConvKnobs = ConvKnobs()) -> N
     last = _epilogue(sch, conv)
     n, f, y, x, rc, ry, rx = sch.get_loops(conv)
     width = int(sch.get(x).extent)
+    padded = int(sch.get(pad).writes[0].source.shape[-1])
+    taps = int(sch.get(rx).extent)
+    stride = next(s for s in range(1, padded + 1) if (padded - taps) // s + 1 == width)
+    if stride > 1 and padded % stride == 0:
+        # Columns deinterleaved by phase, [.., x % s, x // s]: a strided conv then reads
+        # contiguous vectors (tap rx reads phase rx % s from column x + rx // s).
+        sch.transform_layout(pad, ("write", 0),
+                             lambda n_, c, h, w: (n_, c, h, w % stride, w // stride))  # fmt: skip
     # Output columns in vectors that divide the row (7 and 14 wide rows are one vector):
     # no predicated tail. Each vector accumulates all k x k taps in a register.
     lanes = _largest_divisor(width, knobs.lanes)
@@ -358,11 +385,11 @@ def schedule_general(sch: s_tir.Schedule, knobs: ConvKnobs = ConvKnobs()) -> Non
     last = _epilogue(sch, conv)
     _, f, _, x, *_ = sch.get_loops(conv)
     channels, width = int(sch.get(f).extent), int(sch.get(x).extent)
-    wt = sch.cache_read(conv, _read_index(sch, conv, func.params[1]), "global")
-    sch.transform_layout(wt, ("write", 0), lambda f, c, a, b: (c, a, b, f))
-    sch.transform_layout(conv, ("write", 0), lambda n, f, y, x: (n, y, x, f))
     lanes = 1 << (_largest_divisor(channels, knobs.lanes).bit_length() - 1)
     vecs = _largest_divisor(channels // lanes, knobs.col_vectors)
+    ft = vecs * lanes
+    _pack_weights(sch, conv, func.params[1], lambda f, c, a, b: (f // ft, c, a, b, f % ft))
+    sch.transform_layout(conv, ("write", 0), lambda n, f, y, x: (n, y, x, f))
     rows = _largest_divisor(width, knobs.rows)
     n, f, y, x, rc, ry, rx = sch.get_loops(conv)
     f0, f1, fv = sch.split(f, [None, vecs, lanes])
@@ -398,12 +425,16 @@ def schedule_matmul(sch: s_tir.Schedule, knobs: ConvKnobs = ConvKnobs()) -> None
     knobs : ConvKnobs
         Tile sizes.
     """
+    func = sch.mod["main"]
     mm = sch.get_sblock(MATMUL_BLOCK)
     last = _epilogue(sch, mm)
     i, j, k = sch.get_loops(mm)
     m, n = int(sch.get(i).extent), int(sch.get(j).extent)
     lanes = 1 << (_largest_divisor(n, knobs.lanes).bit_length() - 1)
     vecs = _largest_divisor(n // lanes, knobs.col_vectors)
+    nt = vecs * lanes
+    # Weights as [column tile, k, column in tile]: each tile streams contiguously.
+    _pack_weights(sch, mm, func.params[1], lambda kk, jj: (jj // nt, kk, jj % nt))
     rows = _largest_divisor(m, knobs.rows)
     i0, i1 = sch.split(i, [None, rows])
     j0, j1, jv = sch.split(j, [None, vecs, lanes])
