@@ -345,9 +345,12 @@ def schedule_depthwise(sch: s_tir.Schedule, knobs: ConvKnobs = ConvKnobs()) -> N
         # contiguous vectors (tap rx reads phase rx % s from column x + rx // s).
         sch.transform_layout(pad, ("write", 0),
                              lambda n_, c, h, w: (n_, c, h, w % stride, w // stride))  # fmt: skip
-    # Output columns in vectors that divide the row (7 and 14 wide rows are one vector):
-    # no predicated tail. Each vector accumulates all k x k taps in a register.
-    lanes = _largest_divisor(width, knobs.lanes)
+    # Output columns in vectors that divide the row (no predicated tail): power-of-two
+    # widths where 8 or more divide it, else the widest divisor (7 and 14 wide rows are
+    # one vector). Each vector accumulates all k x k taps in a register.
+    lanes = 1 << (_largest_divisor(width, knobs.lanes).bit_length() - 1)
+    if lanes < 8:  # 28, 14 and 7 wide rows: one odd-width vector beats narrow ones
+        lanes = _largest_divisor(width, knobs.lanes)
     x0, xv = sch.split(x, [None, lanes])
     sch.reorder(n, f, y, x0, rc, ry, rx, xv)
     sch.compute_at(pad, f)  # the padded plane of one channel, built once
