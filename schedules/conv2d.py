@@ -187,6 +187,11 @@ def _is_elementwise(func: tvm.tirx.PrimFunc) -> bool:
     return bool(blocks)
 
 
+def _pow2_divisor(n: int, cap: int) -> int:
+    """The largest power of two that divides ``n`` and is at most ``cap``."""
+    return min(n & -n, 1 << (cap.bit_length() - 1))
+
+
 def _largest_divisor(n: int, cap: int) -> int:
     return max(d for d in range(1, min(n, cap) + 1) if n % d == 0)
 
@@ -277,7 +282,7 @@ def schedule_pointwise(sch: s_tir.Schedule, knobs: ConvKnobs = ConvKnobs()) -> N
     else:
         # Vectorise output channels: weights packed as [f tile, c, f in tile] (folded at
         # compile time), accumulators in [p, f] order.
-        lanes = 1 << (_largest_divisor(channels, lanes).bit_length() - 1)
+        lanes = _pow2_divisor(channels, lanes)
         ft = lanes * _largest_divisor(channels // lanes, knobs.col_vectors)
         _pack_weights(sch, conv, func.params[1],
                       lambda f, c, a, b: (f // ft, c, a, b, f % ft))  # fmt: skip
@@ -346,11 +351,12 @@ def schedule_depthwise(sch: s_tir.Schedule, knobs: ConvKnobs = ConvKnobs()) -> N
         sch.transform_layout(pad, ("write", 0),
                              lambda n_, c, h, w: (n_, c, h, w % stride, w // stride))  # fmt: skip
     # Output columns in vectors that divide the row (no predicated tail): power-of-two
-    # widths where 8 or more divide it, else the widest divisor (7 and 14 wide rows are
-    # one vector). Each vector accumulates all k x k taps in a register.
-    lanes = 1 << (_largest_divisor(width, knobs.lanes).bit_length() - 1)
-    if lanes < 8:  # 28, 14 and 7 wide rows: one odd-width vector beats narrow ones
-        lanes = _largest_divisor(width, knobs.lanes)
+    # widths where 8 or more divide it, else the whole row as one vector when it is at
+    # most three registers wide (7, 14, 17, 28, 33), else the widest divisor. Each
+    # vector accumulates all k x k taps in registers.
+    lanes = _pow2_divisor(width, knobs.lanes)
+    if lanes < 8:  # e.g. 33, 28, 17, 14, 7 wide rows: one wide vector beats narrow ones
+        lanes = width if width <= 3 * knobs.lanes else _largest_divisor(width, knobs.lanes)
     x0, xv = sch.split(x, [None, lanes])
     sch.reorder(n, f, y, x0, rc, ry, rx, xv)
     sch.compute_at(pad, f)  # the padded plane of one channel, built once
@@ -388,7 +394,7 @@ def schedule_general(sch: s_tir.Schedule, knobs: ConvKnobs = ConvKnobs()) -> Non
     last = _epilogue(sch, conv)
     _, f, _, x, *_ = sch.get_loops(conv)
     channels, width = int(sch.get(f).extent), int(sch.get(x).extent)
-    lanes = 1 << (_largest_divisor(channels, knobs.lanes).bit_length() - 1)
+    lanes = _pow2_divisor(channels, knobs.lanes)
     vecs = _largest_divisor(channels // lanes, knobs.col_vectors)
     ft = vecs * lanes
     _pack_weights(sch, conv, func.params[1], lambda f, c, a, b: (f // ft, c, a, b, f % ft))
@@ -433,7 +439,7 @@ def schedule_matmul(sch: s_tir.Schedule, knobs: ConvKnobs = ConvKnobs()) -> None
     last = _epilogue(sch, mm)
     i, j, k = sch.get_loops(mm)
     m, n = int(sch.get(i).extent), int(sch.get(j).extent)
-    lanes = 1 << (_largest_divisor(n, knobs.lanes).bit_length() - 1)
+    lanes = _pow2_divisor(n, knobs.lanes)
     vecs = _largest_divisor(n // lanes, knobs.col_vectors)
     nt = vecs * lanes
     # Weights as [column tile, k, column in tile]: each tile streams contiguously.
@@ -470,7 +476,7 @@ def schedule_elementwise(sch: s_tir.Schedule, knobs: ConvKnobs = ConvKnobs()) ->
         sch.compute_inline(block)
     loop = sch.fuse(*sch.get_loops(blocks[-1]))
     total = int(sch.get(loop).extent)
-    lanes = 1 << (_largest_divisor(total, knobs.lanes).bit_length() - 1)
+    lanes = _pow2_divisor(total, knobs.lanes)
     outer, vec = sch.split(loop, [None, lanes])
     if lanes > 1:
         sch.vectorize(vec)
