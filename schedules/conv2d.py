@@ -312,7 +312,7 @@ def schedule_pointwise(sch: s_tir.Schedule, knobs: ConvKnobs = ConvKnobs()) -> N
         sch.vectorize(sch.split(tile["p"], [None, lanes])[1])
     else:
         tile = _tile_loops(sch, last, 3, f=vecs * lanes, p=rows)
-        if "p" in tile:
+        if "p" in tile and "f" in tile:
             sch.reorder(tile["p"], tile["f"])
         if lanes > 1:
             sch.vectorize(sch.split(tile["f"], [None, lanes])[1])
@@ -406,7 +406,7 @@ def schedule_general(sch: s_tir.Schedule, knobs: ConvKnobs = ConvKnobs()) -> Non
     sch.reorder(n, f0, y, x0, rc, ry, rx, x1, f1, fv)
     sch.reverse_compute_at(last, x0)
     tile = _tile_loops(sch, last, 4, f=vecs * lanes, x=rows)
-    if "x" in tile:
+    if "x" in tile and "f" in tile:
         sch.reorder(tile["x"], tile["f"])
     if lanes > 1:
         sch.vectorize(sch.split(tile["f"], [None, lanes])[1])
