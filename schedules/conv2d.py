@@ -192,6 +192,33 @@ def _pow2_divisor(n: int, cap: int) -> int:
     return min(n & -n, 1 << (cap.bit_length() - 1))
 
 
+def _vector_tile(n: int, knobs: ConvKnobs) -> tuple[int, int]:
+    """Vector width and vectors per row for a vectorised axis of extent ``n`` (both divide it)."""
+    lanes = _pow2_divisor(n, knobs.lanes)
+    return lanes, _largest_divisor(n // lanes, knobs.col_vectors)
+
+
+def _finish_microkernel(
+    sch: s_tir.Schedule,
+    block: s_tir.SBlockRV,
+    reduction: s_tir.LoopRV,
+    unrolled: tuple[s_tir.LoopRV, ...],
+    vector: s_tir.LoopRV,
+    lanes: int,
+    outer: s_tir.LoopRV,
+    knobs: ConvKnobs,
+) -> None:
+    """Unroll the register tile, vectorise its inner axis, spread ``outer`` over threads."""
+    for loop in unrolled:
+        sch.unroll(loop)
+    if lanes > 1:
+        sch.vectorize(vector)
+    if knobs.parallel:
+        sch.parallel(outer)
+    # Split into init + update last: vectorize and parallel need whole reduction blocks.
+    sch.decompose_reduction(block, reduction)
+
+
 def _largest_divisor(n: int, cap: int) -> int:
     return max(d for d in range(1, min(n, cap) + 1) if n % d == 0)
 
@@ -272,18 +299,18 @@ def schedule_pointwise(sch: s_tir.Schedule, knobs: ConvKnobs = ConvKnobs()) -> N
     width = int(sch.get(x).extent)
     pixels = int(sch.get(y).extent) * width
     channels = int(sch.get(f).extent)
-    lanes = knobs.lanes
     # Activations as [n, c, p]: contiguous vectors of pixels, no div/mod in the GEMM.
     flat = sch.cache_read(conv, _read_index(sch, conv, func.params[0]), "global")
     sch.transform_layout(flat, ("write", 0), lambda n, c, y, x: (n, c, y * width + x))
-    over_pixels = pixels % lanes == 0
+    over_pixels = pixels % knobs.lanes == 0
     if over_pixels:
+        lanes, vecs = _vector_tile(pixels, knobs)
         sch.transform_layout(conv, ("write", 0), lambda n, f, y, x: (n, f, y * width + x))
     else:
         # Vectorise output channels: weights packed as [f tile, c, f in tile] (folded at
         # compile time), accumulators in [p, f] order.
-        lanes = _pow2_divisor(channels, lanes)
-        ft = lanes * _largest_divisor(channels // lanes, knobs.col_vectors)
+        lanes, vecs = _vector_tile(channels, knobs)
+        ft = lanes * vecs
         _pack_weights(sch, conv, func.params[1],
                       lambda f, c, a, b: (f // ft, c, a, b, f % ft))  # fmt: skip
         sch.transform_layout(conv, ("write", 0), lambda n, f, y, x: (n, y * width + x, f))
@@ -293,14 +320,12 @@ def schedule_pointwise(sch: s_tir.Schedule, knobs: ConvKnobs = ConvKnobs()) -> N
     sch.transform_block_layout(last, lambda n, f, y, x: (n, f, y * width + x))
     n, f, p, rc, ry, rx = sch.get_loops(conv)
     if over_pixels:
-        vecs = _largest_divisor(pixels // lanes, knobs.col_vectors)
         rows = _largest_divisor(channels, knobs.rows)
         p0, p1, pv = sch.split(p, [None, vecs, lanes])
         f0, f1 = sch.split(f, [None, rows])
         sch.reorder(n, f0, p0, rc, ry, rx, f1, p1, pv)
         inner = (f1, p1, pv)
     else:
-        vecs = _largest_divisor(channels // lanes, knobs.col_vectors)
         rows = _largest_divisor(pixels, knobs.rows)
         f0, f1, fv = sch.split(f, [None, vecs, lanes])
         p0, p1 = sch.split(p, [None, rows])
@@ -316,15 +341,9 @@ def schedule_pointwise(sch: s_tir.Schedule, knobs: ConvKnobs = ConvKnobs()) -> N
             sch.reorder(tile["p"], tile["f"])
         if lanes > 1:
             sch.vectorize(sch.split(tile["f"], [None, lanes])[1])
-    sch.unroll(inner[0])
-    sch.unroll(inner[1])
-    if lanes > 1:
-        sch.vectorize(inner[2])
     fl = sch.get_loops(flat)
     sch.vectorize(sch.split(sch.fuse(fl[-2], fl[-1]), [None, knobs.lanes])[1])
-    if knobs.parallel:
-        sch.parallel(f0)
-    sch.decompose_reduction(conv, rc)
+    _finish_microkernel(sch, conv, rc, inner[:2], inner[2], lanes, f0, knobs)
 
 
 def schedule_depthwise(sch: s_tir.Schedule, knobs: ConvKnobs = ConvKnobs()) -> None:
@@ -394,8 +413,7 @@ def schedule_general(sch: s_tir.Schedule, knobs: ConvKnobs = ConvKnobs()) -> Non
     last = _epilogue(sch, conv)
     _, f, _, x, *_ = sch.get_loops(conv)
     channels, width = int(sch.get(f).extent), int(sch.get(x).extent)
-    lanes = _pow2_divisor(channels, knobs.lanes)
-    vecs = _largest_divisor(channels // lanes, knobs.col_vectors)
+    lanes, vecs = _vector_tile(channels, knobs)
     ft = vecs * lanes
     _pack_weights(sch, conv, func.params[1], lambda f, c, a, b: (f // ft, c, a, b, f % ft))
     sch.transform_layout(conv, ("write", 0), lambda n, f, y, x: (n, y, x, f))
@@ -410,15 +428,9 @@ def schedule_general(sch: s_tir.Schedule, knobs: ConvKnobs = ConvKnobs()) -> Non
         sch.reorder(tile["x"], tile["f"])
     if lanes > 1:
         sch.vectorize(sch.split(tile["f"], [None, lanes])[1])
-    sch.unroll(x1)
-    sch.unroll(f1)
-    if lanes > 1:
-        sch.vectorize(fv)
     pl = sch.get_loops(pad)
     sch.vectorize(sch.split(pl[-1], [None, min(knobs.lanes, int(sch.get(pl[-1]).extent))])[1])
-    if knobs.parallel:
-        sch.parallel(f0)
-    sch.decompose_reduction(conv, rc)
+    _finish_microkernel(sch, conv, rc, (x1, f1), fv, lanes, f0, knobs)
 
 
 def schedule_matmul(sch: s_tir.Schedule, knobs: ConvKnobs = ConvKnobs()) -> None:
@@ -439,8 +451,7 @@ def schedule_matmul(sch: s_tir.Schedule, knobs: ConvKnobs = ConvKnobs()) -> None
     last = _epilogue(sch, mm)
     i, j, k = sch.get_loops(mm)
     m, n = int(sch.get(i).extent), int(sch.get(j).extent)
-    lanes = _pow2_divisor(n, knobs.lanes)
-    vecs = _largest_divisor(n // lanes, knobs.col_vectors)
+    lanes, vecs = _vector_tile(n, knobs)
     nt = vecs * lanes
     # Weights as [column tile, k, column in tile]: each tile streams contiguously.
     _pack_weights(sch, mm, func.params[1], lambda kk, jj: (jj // nt, kk, jj % nt))
@@ -452,13 +463,7 @@ def schedule_matmul(sch: s_tir.Schedule, knobs: ConvKnobs = ConvKnobs()) -> None
     tile = _tile_loops(sch, last, 2, i=rows, j=vecs * lanes)
     if lanes > 1:
         sch.vectorize(sch.split(tile["j"], [None, lanes])[1])
-    sch.unroll(i1)
-    sch.unroll(j1)
-    if lanes > 1:
-        sch.vectorize(jv)
-    if knobs.parallel:
-        sch.parallel(j0)
-    sch.decompose_reduction(mm, k)
+    _finish_microkernel(sch, mm, k, (i1, j1), jv, lanes, j0, knobs)
 
 
 def schedule_elementwise(sch: s_tir.Schedule, knobs: ConvKnobs = ConvKnobs()) -> None:

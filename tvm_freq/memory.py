@@ -5,27 +5,17 @@
 
 from __future__ import annotations
 
-from .specnet.memory import (
-    DEFAULT_BETAS,
-    MemoryRatio,
-    SavedTensorCounter,
-    SavedTensorStats,
-    main,
-    memory_ratios,
-    peak_rss_step,
-    saved_tensor_bytes,
-)
+from typing import Any
 
-__all__ = [
-    "SavedTensorStats",
-    "SavedTensorCounter",
-    "saved_tensor_bytes",
-    "peak_rss_step",
-    "MemoryRatio",
-    "memory_ratios",
-    "DEFAULT_BETAS",
-    "main",
-]
+from .specnet import memory as _target
+
+__all__ = list(_target.__all__)
+
+
+def __getattr__(name: str) -> Any:
+    # PEP 562: every public name of the real module, with no second list to keep in step.
+    return getattr(_target, name)
+
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(_target.main())

@@ -2,36 +2,13 @@
 
 from __future__ import annotations
 
-from .freq.prune import (
-    STRATEGIES,
-    ContiguityReport,
-    LayerStats,
-    Strategy,
-    SweepPoint,
-    apply_counts,
-    apply_profile,
-    band_masks_from_energy,
-    collect_stats,
-    contiguity_report,
-    find_threshold,
-    profile_masks,
-    strategy_mask,
-    sweep,
-)
+from typing import Any
 
-__all__ = [
-    "Strategy",
-    "STRATEGIES",
-    "LayerStats",
-    "collect_stats",
-    "strategy_mask",
-    "profile_masks",
-    "apply_profile",
-    "SweepPoint",
-    "sweep",
-    "find_threshold",
-    "ContiguityReport",
-    "contiguity_report",
-    "band_masks_from_energy",
-    "apply_counts",
-]
+from .freq import prune as _target
+
+__all__ = list(_target.__all__)
+
+
+def __getattr__(name: str) -> Any:
+    # PEP 562: every public name of the real module, with no second list to keep in step.
+    return getattr(_target, name)
