@@ -3,9 +3,9 @@
 A 1x1 conv commutes with a per-channel block DCT (paper section 3.1), so
 ``conv(x) == IDCT(conv(DCT(x)))``. :class:`FreqPointwiseConv2d` computes a wrapped
 conv that way and multiplies the coefficients by per-channel masks in between, in one
-of three modes (soft learned masks, hard rounded masks, fixed masks). The conv's bias
-is added in the spatial domain after the IDCT and crop, never masked, so an unpruned
-wrapper equals the conv exactly.
+of three modes (soft learned masks, hard rounded masks, fixed masks), whose rules are
+in :mod:`tvm_freq.freq.mask_modes`. The conv's bias is added in the spatial domain
+after the IDCT and crop, never masked, so an unpruned wrapper equals the conv exactly.
 """
 
 from __future__ import annotations
@@ -20,10 +20,11 @@ from torch import nn
 
 from ..dct import block_grid, check_block
 from ..macs import LayerMacs, masked_macs, pointwise_macs
-from .mask_math import coef_masks, hard_counts, is_prefix_mask, prefix_counts, prefix_masks
+from .mask_math import is_prefix_mask, prefix_masks
+from .mask_modes import MaskMode, MaskSide, mask_rules
 from .transforms import BasisModule, block_dct, block_idct, torch_basis
 
-__all__ = ["Where", "WHERE", "conv2d_skip_reason", "FreqPointwiseConv2d"]
+__all__ = ["Where", "WHERE", "MaskMode", "conv2d_skip_reason", "FreqPointwiseConv2d"]
 
 Where = Literal["in", "out", "both"]
 """Which channels of a pointwise conv carry masks: inputs, outputs or both."""
@@ -65,6 +66,39 @@ def conv2d_skip_reason(module: nn.Module) -> str | None:
     return None
 
 
+def _check_wrap(conv: nn.Module, block_size: int, where: str, init: float) -> None:
+    if isinstance(conv, FreqPointwiseConv2d):
+        raise ValueError(f"cannot wrap {conv!r}: already wrapped")
+    reason = conv2d_skip_reason(conv)
+    if reason is not None:
+        raise ValueError(f"cannot wrap {conv!r}: {reason}")
+    check_block(block_size, "block size")
+    if where not in WHERE:
+        raise ValueError(f"where must be one of {WHERE}, got {where!r}")
+    if not 0.0 <= init <= 1.0:
+        raise ValueError(f"init must be in [0, 1], got {init}")
+
+
+def _fcmask(learned: bool, channels: int, init: float, conv: nn.Conv2d) -> nn.Parameter | None:
+    # One FCMask value per channel, on the conv weight's device and dtype; None if not learned.
+    if not learned:
+        return None
+    w = conv.weight
+    return nn.Parameter(torch.full((channels,), float(init), device=w.device, dtype=w.dtype))
+
+
+def _coefs_needed(mask_in: torch.Tensor | None, mask_out: torch.Tensor | None, nc: int) -> int:
+    # Truncation: output coefficient n depends only on input coefficient n, so
+    # coefficients past the last one any channel keeps (on either side) are zero
+    # and neither the DCT nor the IDCT computes them.
+    m = nc
+    for mask in (mask_in, mask_out):
+        if mask is not None:
+            nz = torch.nonzero(mask.detach().ne(0).any(dim=0))
+            m = min(m, int(nz.max()) + 1 if nz.numel() else 0)
+    return m
+
+
 class FreqPointwiseConv2d(BasisModule):
     """A 1x1 conv computed as block DCT -> coefficient masks -> 1x1 conv -> IDCT -> crop.
 
@@ -88,9 +122,11 @@ class FreqPointwiseConv2d(BasisModule):
 
     Attributes
     ----------
-    mode : {"soft", "hard", "fixed"}
-        ``soft``: masks from FCMask, differentiable. ``hard``: FCMask masks rounded to
-        0/1 (prefix bands). ``fixed``: the masks given to :meth:`set_fixed_masks`.
+    mode : MaskMode
+        ``"soft"``: masks from FCMask, differentiable. ``"hard"``: FCMask masks rounded
+        to 0/1 (prefix bands). ``"fixed"``: the masks given to :meth:`set_fixed_masks`.
+        A string enum (compares equal to those strings; assigning a string works); the
+        rules of each mode are in :mod:`tvm_freq.freq.mask_modes`.
     in_hw : tuple of int or None
         Input size of the last forward pass (or of :func:`apply_`'s example input).
     """
@@ -104,34 +140,17 @@ class FreqPointwiseConv2d(BasisModule):
         init: float = 1.0,
     ):
         super().__init__()
-        if isinstance(conv, FreqPointwiseConv2d):
-            raise ValueError(f"cannot wrap {conv!r}: already wrapped")
-        reason = conv2d_skip_reason(conv)
-        if reason is not None:
-            raise ValueError(f"cannot wrap {conv!r}: {reason}")
-        check_block(block_size, "block size")
-        if where not in WHERE:
-            raise ValueError(f"where must be one of {WHERE}, got {where!r}")
-        if not 0.0 <= init <= 1.0:
-            raise ValueError(f"init must be in [0, 1], got {init}")
+        _check_wrap(conv, block_size, where, init)
         self.in_channels, self.out_channels = conv.in_channels, conv.out_channels
         self.block_size, self.where, self.learn = int(block_size), where, learn
         self.num_coefs = self.block_size**2
         self.weight = conv.weight
         self.bias = conv.bias
+        self.fcmask_in = _fcmask(learn and where in ("in", "both"), self.in_channels, init, conv)
+        self.fcmask_out = _fcmask(learn and where in ("out", "both"), self.out_channels, init, conv)
         dev, dt = conv.weight.device, conv.weight.dtype
-        self.fcmask_in: nn.Parameter | None = None
-        self.fcmask_out: nn.Parameter | None = None
-        if learn and where in ("in", "both"):
-            self.fcmask_in = nn.Parameter(
-                torch.full((self.in_channels,), float(init), device=dev, dtype=dt)
-            )
-        if learn and where in ("out", "both"):
-            self.fcmask_out = nn.Parameter(
-                torch.full((self.out_channels,), float(init), device=dev, dtype=dt)
-            )
         self.register_buffer("basis", torch_basis(self.block_size, dt, dev), persistent=False)
-        self.mode: str = "soft" if learn else "fixed"
+        self.mode = MaskMode.SOFT if learn else MaskMode.FIXED
         self._fixed_in: torch.Tensor | None = None
         self._fixed_out: torch.Tensor | None = None
         self.in_hw: tuple[int, int] | None = None
@@ -160,9 +179,8 @@ class FreqPointwiseConv2d(BasisModule):
                 raise ValueError(
                     f"{what} must have shape ({ch}, {self.num_coefs}), got {tuple(mask.shape)}"
                 )
-        self._fixed_in = None if in_mask is None else self._as_mask(in_mask)
-        self._fixed_out = None if out_mask is None else self._as_mask(out_mask)
-        self.mode = "fixed"
+        self._fixed_in, self._fixed_out = self._as_mask(in_mask), self._as_mask(out_mask)
+        self.mode = MaskMode.FIXED
 
     def set_counts(
         self, kin: Sequence[int] | None = None, kout: Sequence[int] | None = None
@@ -184,9 +202,28 @@ class FreqPointwiseConv2d(BasisModule):
             None if kout is None else prefix_masks(kout, self.num_coefs),
         )
 
-    def _as_mask(self, mask: torch.Tensor | np.ndarray) -> torch.Tensor:
+    def _as_mask(self, mask: torch.Tensor | np.ndarray | None) -> torch.Tensor | None:
+        # A private copy on the weight's device and dtype; None (unmasked) stays None.
+        if mask is None:
+            return None
         t = torch.as_tensor(np.asarray(mask) if not isinstance(mask, torch.Tensor) else mask)
         return t.detach().to(device=self.weight.device, dtype=self.weight.dtype).clone()
+
+    @property
+    def mode(self) -> MaskMode:
+        """Where the masks come from now; set it with a :class:`MaskMode` or its string."""
+        return self._mode
+
+    @mode.setter
+    def mode(self, value: MaskMode | str) -> None:
+        self._mode = MaskMode(value)
+
+    def _sides(self) -> tuple[MaskSide, MaskSide]:
+        nc = self.num_coefs
+        return (
+            MaskSide("input", self.in_channels, nc, self.fcmask_in, self._fixed_in),
+            MaskSide("output", self.out_channels, nc, self.fcmask_out, self._fixed_out),
+        )
 
     def masks(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """The ``(in, out)`` masks the forward pass applies now; ``None`` means unmasked.
@@ -196,17 +233,9 @@ class FreqPointwiseConv2d(BasisModule):
         tuple of (torch.Tensor or None)
             ``[Cin, k*k]`` and ``[Cout, k*k]`` masks; differentiable in soft mode.
         """
-        if self.mode == "fixed":
-            return self._fixed_in, self._fixed_out
-        out: list[torch.Tensor | None] = []
-        for p in (self.fcmask_in, self.fcmask_out):
-            if p is None:
-                out.append(None)
-            elif self.mode == "soft":
-                out.append(coef_masks(p, self.num_coefs))
-            else:
-                out.append(prefix_masks(hard_counts(p, self.num_coefs), self.num_coefs).to(p))
-        return out[0], out[1]
+        rules = mask_rules(self.mode)
+        mask_in, mask_out = (rules.forward_mask(side) for side in self._sides())
+        return mask_in, mask_out
 
     def hard_masks(self) -> tuple[np.ndarray, np.ndarray]:
         """0/1 ``(in, out)`` masks as deployed: soft FCMask masks are rounded.
@@ -216,22 +245,9 @@ class FreqPointwiseConv2d(BasisModule):
         tuple of numpy.ndarray
             bool ``[Cin, k*k]`` and ``[Cout, k*k]``; all True where a side is unmasked.
         """
-        sides = []
-        fixed = (self._fixed_in, self._fixed_out)
-        learned = (self.fcmask_in, self.fcmask_out)
-        for ch, fx, p in zip((self.in_channels, self.out_channels), fixed, learned, strict=True):
-            if self.mode == "fixed":
-                m = (
-                    np.ones((ch, self.num_coefs), bool)
-                    if fx is None
-                    else fx.detach().cpu().numpy() != 0
-                )
-            elif p is None:
-                m = np.ones((ch, self.num_coefs), bool)
-            else:
-                m = prefix_masks(hard_counts(p, self.num_coefs), self.num_coefs).numpy() != 0
-            sides.append(m)
-        return sides[0], sides[1]
+        rules = mask_rules(self.mode)
+        mask_in, mask_out = (rules.deployed(side) for side in self._sides())
+        return mask_in, mask_out
 
     def kept_counts(self) -> tuple[np.ndarray, np.ndarray]:
         """Kept coefficient counts ``(kin, kout)`` per channel, as deployed.
@@ -249,16 +265,9 @@ class FreqPointwiseConv2d(BasisModule):
         ValueError
             When fixed masks are not prefixes (channel-coefficient pruning).
         """
-        nc = self.num_coefs
-        if self.mode == "fixed":
-            return (
-                prefix_counts(self._fixed_in, self.in_channels, nc, "input"),
-                prefix_counts(self._fixed_out, self.out_channels, nc, "output"),
-            )
-        res = []
-        for p, ch in ((self.fcmask_in, self.in_channels), (self.fcmask_out, self.out_channels)):
-            res.append(np.full(ch, nc, np.int64) if p is None else hard_counts(p, nc).cpu().numpy())
-        return res[0], res[1]
+        rules = mask_rules(self.mode)
+        kin, kout = (rules.counts(side) for side in self._sides())
+        return kin, kout
 
     def squash_(self) -> FreqPointwiseConv2d:
         """Round learned masks to 0/1 and freeze them (hard mode). Fixed masks stay as they are.
@@ -268,8 +277,8 @@ class FreqPointwiseConv2d(BasisModule):
         FreqPointwiseConv2d
             ``self``.
         """
-        if self.mode == "soft":
-            self.mode = "hard"
+        if self.mode is MaskMode.SOFT:
+            self.mode = MaskMode.HARD
         for p in (self.fcmask_in, self.fcmask_out):
             if p is not None:
                 p.requires_grad_(False)
@@ -310,7 +319,7 @@ class FreqPointwiseConv2d(BasisModule):
         dict
             ``mode``, ``block_size`` and the fixed masks that are set.
         """
-        state: dict[str, Any] = {"mode": self.mode, "block_size": self.block_size}
+        state: dict[str, Any] = {"mode": self.mode.value, "block_size": self.block_size}
         if self._fixed_in is not None:
             state["fixed_in"] = self._fixed_in
         if self._fixed_out is not None:
@@ -330,19 +339,17 @@ class FreqPointwiseConv2d(BasisModule):
                 f"state was saved with block size {state['block_size']}, "
                 f"this layer uses {self.block_size}"
             )
-        self._fixed_in = None if state.get("fixed_in") is None else self._as_mask(state["fixed_in"])
-        self._fixed_out = (
-            None if state.get("fixed_out") is None else self._as_mask(state["fixed_out"])
-        )
+        self._fixed_in = self._as_mask(state.get("fixed_in"))
+        self._fixed_out = self._as_mask(state.get("fixed_out"))
         self.mode = state.get("mode", self.mode)
 
     def _apply(self, fn, recurse=True):
         # Keep the fixed masks (plain tensor attributes) on the module's device/dtype.
         super()._apply(fn, recurse)
-        if self._fixed_in is not None:
-            self._fixed_in = self._fixed_in.to(device=self.weight.device, dtype=self.weight.dtype)
-        if self._fixed_out is not None:
-            self._fixed_out = self._fixed_out.to(device=self.weight.device, dtype=self.weight.dtype)
+        like = dict(device=self.weight.device, dtype=self.weight.dtype)
+        self._fixed_in, self._fixed_out = (
+            None if m is None else m.to(**like) for m in (self._fixed_in, self._fixed_out)
+        )
         return self
 
     def to_conv(self) -> nn.Conv2d:
@@ -365,7 +372,7 @@ class FreqPointwiseConv2d(BasisModule):
     def extra_repr(self) -> str:
         return (
             f"{self.in_channels}, {self.out_channels}, block_size={self.block_size}, "
-            f"where={self.where!r}, mode={self.mode!r}, bias={self.bias is not None}"
+            f"where={self.where!r}, mode={self.mode.value!r}, bias={self.bias is not None}"
         )
 
     # -- forward -----------------------------------------------------------------------
@@ -388,15 +395,7 @@ class FreqPointwiseConv2d(BasisModule):
             self.in_hw = (int(h), int(w))
         k, nc = self.block_size, self.num_coefs
         mask_in, mask_out = self.masks()
-        m = nc
-        if self.mode != "soft":
-            # Truncation: output coefficient n depends only on input coefficient n, so
-            # coefficients past the last one any channel keeps (on either side) are zero
-            # and neither the DCT nor the IDCT computes them.
-            for mask in (mask_in, mask_out):
-                if mask is not None:
-                    nz = torch.nonzero(mask.detach().ne(0).any(dim=0))
-                    m = min(m, int(nz.max()) + 1 if nz.numel() else 0)
+        m = _coefs_needed(mask_in, mask_out, nc) if mask_rules(self.mode).truncates else nc
         bh, bw = block_grid(h, w, k)
         if m == 0:
             y = x.new_zeros((n, self.out_channels, h, w))
