@@ -38,8 +38,62 @@ def _check_common(in_channels: int, num_classes: int, width: float, beta: float)
     check_beta(beta)
 
 
+_PARAMETERS = """    in_channels, num_classes : int
+        Input channels and classes.
+    spectral : bool
+        Spectral blocks (SpecNet) or the spatial twin.
+    beta : float
+        Threshold of the spectral blocks.
+    width : float
+        Channel multiplier.
+    spatial_act : {"relu", "tanh"}
+        Activation of the spatial twin's convs.
+"""
+
+
 class _SpecBase(nn.Module):
+    """A model's checks and forward pass; a subclass builds its layers in :meth:`_build`.
+
+    A subclass docstring's ``{parameters}`` line stands for the parameters that every
+    model takes, documented once in ``_PARAMETERS``.
+    """
+
     input_size = 32
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.__doc__:
+            cls.__doc__ = cls.__doc__.replace("    {parameters}\n", _PARAMETERS)
+
+    def __init__(
+        self,
+        in_channels: int = 3,
+        num_classes: int = 10,
+        spectral: bool = True,
+        beta: float = 1.0,
+        width: float = 1.0,
+        spatial_act: str = "relu",
+    ):
+        kw = self._start(in_channels, num_classes, spectral, beta, width, spatial_act)
+        self._build(num_classes, width, kw)
+
+    def _start(
+        self,
+        in_channels: int,
+        num_classes: int,
+        spectral: bool,
+        beta: float,
+        width: float,
+        spatial_act: str,
+    ) -> dict[str, Any]:
+        # Module set-up and the checks every model makes; returns the ConvAct options.
+        super().__init__()
+        _check_common(in_channels, num_classes, width, beta)
+        self.in_channels = in_channels
+        return dict(spectral=spectral, beta=beta, spatial_act=spatial_act)
+
+    def _build(self, num_classes: int, width: float, kw: dict[str, Any]) -> None:
+        raise NotImplementedError
 
     def _check_input(self, x: torch.Tensor) -> None:
         want = (self.in_channels, self.input_size, self.input_size)
@@ -69,36 +123,17 @@ class _SpecBase(nn.Module):
 class SpecLeNet(_SpecBase):
     """LeNet-5 for 32x32 inputs: two 5x5 valid convs with 2x2 average pooling, 3 FC layers.
 
+    ``width`` scales the convs and the hidden FC layers.
+
     Parameters
     ----------
-    in_channels, num_classes : int
-        Input channels and classes.
-    spectral : bool
-        Spectral blocks (SpecNet) or the spatial twin.
-    beta : float
-        Threshold of the spectral blocks.
-    width : float
-        Channel multiplier (convs and hidden FC layers).
-    spatial_act : {"relu", "tanh"}
-        Activation of the spatial twin's convs.
+    {parameters}
     """
 
-    def __init__(
-        self,
-        in_channels: int = 3,
-        num_classes: int = 10,
-        spectral: bool = True,
-        beta: float = 1.0,
-        width: float = 1.0,
-        spatial_act: str = "relu",
-    ):
-        super().__init__()
-        _check_common(in_channels, num_classes, width, beta)
-        self.in_channels = in_channels
+    def _build(self, num_classes: int, width: float, kw: dict[str, Any]) -> None:
         c1, c2 = _ch(6, width), _ch(16, width)
-        kw = dict(spectral=spectral, beta=beta, spatial_act=spatial_act)
         self.features = nn.Sequential(
-            ConvAct(in_channels, c1, 5, 0, **kw), AvgPool(2),
+            ConvAct(self.in_channels, c1, 5, 0, **kw), AvgPool(2),
             ConvAct(c1, c2, 5, 0, **kw), AvgPool(2),
         )  # fmt: skip
         self.head = ToSpatial()
@@ -112,36 +147,17 @@ class SpecLeNet(_SpecBase):
 class SpecAlexNet(_SpecBase):
     """AlexNet for 32x32 inputs (5x5, 5x5, 3x3 x 3 convs; three 2x2 average pools).
 
+    ``width`` scales the convs and the hidden FC layers.
+
     Parameters
     ----------
-    in_channels, num_classes : int
-        Input channels and classes.
-    spectral : bool
-        Spectral blocks (SpecNet) or the spatial twin.
-    beta : float
-        Threshold of the spectral blocks.
-    width : float
-        Channel multiplier (convs and hidden FC layers).
-    spatial_act : {"relu", "tanh"}
-        Activation of the spatial twin's convs.
+    {parameters}
     """
 
-    def __init__(
-        self,
-        in_channels: int = 3,
-        num_classes: int = 10,
-        spectral: bool = True,
-        beta: float = 1.0,
-        width: float = 1.0,
-        spatial_act: str = "relu",
-    ):
-        super().__init__()
-        _check_common(in_channels, num_classes, width, beta)
-        self.in_channels = in_channels
+    def _build(self, num_classes: int, width: float, kw: dict[str, Any]) -> None:
         c = [_ch(v, width) for v in (64, 192, 384, 256, 256)]
-        kw = dict(spectral=spectral, beta=beta, spatial_act=spatial_act)
         self.features = nn.Sequential(
-            ConvAct(in_channels, c[0], 5, **kw), AvgPool(2),
+            ConvAct(self.in_channels, c[0], 5, **kw), AvgPool(2),
             ConvAct(c[0], c[1], 5, **kw), AvgPool(2),
             ConvAct(c[1], c[2], 3, **kw),
             ConvAct(c[2], c[3], 3, **kw),
@@ -158,44 +174,24 @@ class SpecAlexNet(_SpecBase):
 class SpecVGG16(_SpecBase):
     """VGG-16 for 32x32 inputs without batch norm (13 3x3 convs, 5 average pools, 1 FC).
 
+    ``width`` scales the convs.
+
     Parameters
     ----------
-    in_channels, num_classes : int
-        Input channels and classes.
-    spectral : bool
-        Spectral blocks (SpecNet) or the spatial twin.
-    beta : float
-        Threshold of the spectral blocks.
-    width : float
-        Channel multiplier.
-    spatial_act : {"relu", "tanh"}
-        Activation of the spatial twin's convs.
+    {parameters}
     """
 
     CFG = (64, 64, "P", 128, 128, "P", 256, 256, 256, "P", 512, 512, 512, "P", 512, 512, 512, "P")
 
-    def __init__(
-        self,
-        in_channels: int = 3,
-        num_classes: int = 10,
-        spectral: bool = True,
-        beta: float = 1.0,
-        width: float = 1.0,
-        spatial_act: str = "relu",
-    ):
-        super().__init__()
-        _check_common(in_channels, num_classes, width, beta)
-        self.in_channels = in_channels
+    def _build(self, num_classes: int, width: float, kw: dict[str, Any]) -> None:
         layers: list[nn.Module] = []
-        c = in_channels
+        c = self.in_channels
         for v in self.CFG:
             if v == "P":
                 layers.append(AvgPool(2))
             else:
                 co = _ch(int(v), width)
-                layers.append(
-                    ConvAct(c, co, 3, spectral=spectral, beta=beta, spatial_act=spatial_act)
-                )
+                layers.append(ConvAct(c, co, 3, **kw))
                 c = co
         self.features = nn.Sequential(*layers)
         self.head = ToSpatial()
@@ -219,18 +215,11 @@ class SpecDenseNet(_SpecBase):
     twins' 1x1 convs save the pieces rather than the concatenation (memory-efficient
     DenseNet), so the comparison isolates the feature-map representation.
 
+    ``width`` multiplies the growth rate (and so every channel count).
+
     Parameters
     ----------
-    in_channels, num_classes : int
-        Input channels and classes.
-    spectral : bool
-        Spectral blocks (SpecNet) or the spatial twin.
-    beta : float
-        Threshold of the spectral blocks.
-    width : float
-        Multiplier of the growth rate (and so of every channel count).
-    spatial_act : {"relu", "tanh"}
-        Activation of the spatial twin's convs.
+    {parameters}
     depth : int
         Network depth, ``6 n + 4`` (three dense blocks of ``n`` bottleneck layers).
     growth : int
@@ -255,8 +244,7 @@ class SpecDenseNet(_SpecBase):
         compression: float = 0.5,
         head_size: int = 1,
     ):
-        super().__init__()
-        _check_common(in_channels, num_classes, width, beta)
+        kw = self._start(in_channels, num_classes, spectral, beta, width, spatial_act)
         if depth < 10 or (depth - 4) % 6:
             raise ValueError(f"depth must be 6n + 4 with n >= 1, got {depth}")
         if not 0 < compression <= 1:
@@ -264,10 +252,8 @@ class SpecDenseNet(_SpecBase):
         if head_size not in (1, 2, 4, 8):
             raise ValueError(f"head_size must be 1, 2, 4 or 8, got {head_size}")
         self.head_size = head_size
-        self.in_channels = in_channels
         n = (depth - 4) // 6
         k = _ch(growth, width)
-        kw = dict(spectral=spectral, beta=beta, spatial_act=spatial_act)
         c = 2 * k
         self.stem = ConvAct(in_channels, c, 3, **kw)
         self.blocks = nn.ModuleList()
