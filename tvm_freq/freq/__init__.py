@@ -25,6 +25,8 @@ Modules
     Eligibility (:func:`pointwise_skip_reason`) and :func:`pointwise_sites` (tracing).
 ``layer``
     :class:`FreqPointwiseConv2d`.
+``mask_modes``
+    :class:`MaskMode` and the rules of each mode (soft, hard, fixed masks).
 ``apply``
     :class:`FreqConfig`, :func:`apply_`, :func:`squash`, :func:`unwrap_`,
     :func:`freq_layers`, :func:`kept_counts`, reports.
@@ -58,42 +60,44 @@ from .apply import (
 )
 from .layer import FreqPointwiseConv2d, Where
 from .mask_math import coef_masks, hard_counts, is_prefix_mask, prefix_masks
+from .mask_modes import MaskMode
 from .penalty import fcmask_penalty
 from .policies import mobilenetv2_224_block_size, overhead_block_size, split_block_size
 from .sites import PointwiseSite, pointwise_sites, pointwise_skip_reason
 from .transforms import BlockDCT, BlockIDCT, block_dct, block_idct
 
 __all__ = [
-    "Where",
-    "block_dct",
-    "block_idct",
+    "ApplyReport",
     "BlockDCT",
     "BlockIDCT",
-    "coef_masks",
-    "hard_counts",
-    "prefix_masks",
-    "is_prefix_mask",
-    "pointwise_skip_reason",
-    "PointwiseSite",
-    "pointwise_sites",
-    "FreqPointwiseConv2d",
     "FreqConfig",
-    "WrappedLayer",
-    "SkippedLayer",
-    "ApplyReport",
-    "apply_",
-    "split_block_size",
-    "mobilenetv2_224_block_size",
-    "overhead_block_size",
-    "freq_layers",
-    "fcmask_parameters",
-    "squash",
+    "FreqPointwiseConv2d",
     "KeptCounts",
-    "kept_counts",
-    "unwrap_",
-    "fcmask_penalty",
-    "PointwiseMacs",
+    "MaskMode",
     "ModelMacs",
+    "PointwiseMacs",
+    "PointwiseSite",
+    "SkippedLayer",
+    "Where",
+    "WrappedLayer",
+    "apply_",
+    "block_dct",
+    "block_idct",
+    "coef_masks",
+    "fcmask_parameters",
+    "fcmask_penalty",
+    "freq_layers",
+    "hard_counts",
+    "is_prefix_mask",
+    "kept_counts",
+    "mobilenetv2_224_block_size",
     "model_macs",
+    "overhead_block_size",
+    "pointwise_sites",
+    "pointwise_skip_reason",
+    "prefix_masks",
     "refresh_macs",
+    "split_block_size",
+    "squash",
+    "unwrap_",
 ]

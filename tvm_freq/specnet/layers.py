@@ -51,6 +51,11 @@ def _itemsize(inputs: Sequence[Any]) -> int:
     return 16 if ref.dtype in (torch.float64, torch.complex128) else 8
 
 
+def _same_padding(kernel_size: int, padding: int | None) -> int:
+    # ``None`` means "same" padding for odd kernels: (k - 1) // 2 on each side.
+    return (kernel_size - 1) // 2 if padding is None else padding
+
+
 class SpectralConv2d(nn.Module):
     """SpecNet conv block: FFT conv, threshold ``|Y| <= beta -> 0``, optional spectral tanh.
 
@@ -91,7 +96,7 @@ class SpectralConv2d(nn.Module):
         super().__init__()
         if kernel_size < 1 or in_channels < 1 or out_channels < 1 or stride < 1:
             raise ValueError("kernel_size, channels and stride must be >= 1")
-        padding = (kernel_size - 1) // 2 if padding is None else padding
+        padding = _same_padding(kernel_size, padding)
         if not 0 <= padding <= kernel_size - 1:
             raise ValueError(f"padding must be in [0, {kernel_size - 1}], got {padding}")
         if activation not in ("tanh", None):
@@ -388,7 +393,7 @@ class ConvAct(nn.Module):
         spatial_act: str = "relu",
     ):
         super().__init__()
-        padding = (kernel_size - 1) // 2 if padding is None else padding
+        padding = _same_padding(kernel_size, padding)
         self.spectral = spectral
         if spectral:
             self.conv: nn.Module = SpectralConv2d(
