@@ -38,7 +38,9 @@ def _check_common(in_channels: int, num_classes: int, width: float, beta: float)
     check_beta(beta)
 
 
-_PARAMETERS = """    in_channels, num_classes : int
+_PARAMETERS = """    Parameters
+    ----------
+    in_channels, num_classes : int
         Input channels and classes.
     spectral : bool
         Spectral blocks (SpecNet) or the spatial twin.
@@ -54,8 +56,8 @@ _PARAMETERS = """    in_channels, num_classes : int
 class _SpecBase(nn.Module):
     """A model's checks and forward pass; a subclass builds its layers in :meth:`_build`.
 
-    A subclass docstring's ``{parameters}`` line stands for the parameters that every
-    model takes, documented once in ``_PARAMETERS``.
+    A subclass docstring's ``{parameters}`` line stands for the parameter section of the
+    arguments every model takes, documented once in ``_PARAMETERS``.
     """
 
     input_size = 32
@@ -115,8 +117,11 @@ class _SpecBase(nn.Module):
         torch.Tensor
             Logits ``[B, num_classes]``.
         """
-        # features -> spatial head -> classifier; DenseNet overrides this.
         self._check_input(x)
+        return self._logits(x)
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        # features -> spatial head -> classifier; DenseNet overrides this.
         return self.classifier(torch.flatten(self.head(self.features(x)), 1))
 
 
@@ -125,8 +130,6 @@ class SpecLeNet(_SpecBase):
 
     ``width`` scales the convs and the hidden FC layers.
 
-    Parameters
-    ----------
     {parameters}
     """
 
@@ -149,8 +152,6 @@ class SpecAlexNet(_SpecBase):
 
     ``width`` scales the convs and the hidden FC layers.
 
-    Parameters
-    ----------
     {parameters}
     """
 
@@ -176,8 +177,6 @@ class SpecVGG16(_SpecBase):
 
     ``width`` scales the convs.
 
-    Parameters
-    ----------
     {parameters}
     """
 
@@ -217,8 +216,6 @@ class SpecDenseNet(_SpecBase):
 
     ``width`` multiplies the growth rate (and so every channel count).
 
-    Parameters
-    ----------
     {parameters}
     depth : int
         Network depth, ``6 n + 4`` (three dense blocks of ``n`` bottleneck layers).
@@ -272,20 +269,7 @@ class SpecDenseNet(_SpecBase):
         self.head = ToSpatial()
         self.classifier = nn.Linear(c * head_size**2, num_classes)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Classify ``[B, C, 32, 32]`` images.
-
-        Parameters
-        ----------
-        x : torch.Tensor
-            Input batch.
-
-        Returns
-        -------
-        torch.Tensor
-            Logits ``[B, num_classes]``.
-        """
-        self._check_input(x)
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
         feats = [self.stem(x)]
         for b, layers in enumerate(self.blocks):
             for layer in layers:
