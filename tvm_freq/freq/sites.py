@@ -29,8 +29,8 @@ __all__ = [
 def pointwise_skip_reason(module: nn.Module) -> str | None:
     """Why a module is not an eligible pointwise conv, or ``None`` when it is one.
 
-    Eligible: ``nn.Conv2d`` with a 1x1 kernel, stride 1, groups 1, dilation 1 and
-    padding 0, or a :class:`FreqPointwiseConv2d` (which wraps one).
+    Eligible: what :func:`~tvm_freq.freq.layer.conv2d_skip_reason` accepts, or a
+    :class:`FreqPointwiseConv2d` (which wraps one).
 
     Parameters
     ----------
