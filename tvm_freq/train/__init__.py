@@ -20,9 +20,17 @@ with the same configuration resumes from the last one. Batch order and augmentat
 are pure functions of ``(seed, phase, epoch, step)``, so a resumed run repeats
 exactly what an uninterrupted one would have done.
 
+Under ``torchrun`` the run is data-parallel (DistributedDataParallel, gloo on the
+CPU): each process trains on its share of every global batch, rank 0 writes the
+checkpoints and files, and every rank resumes from what rank 0 reads
+(docs/training.md).
+
 Modules: ``config`` (:class:`TrainConfig`, flags, :func:`build_phases`), ``loop``
-(:func:`run_training`, :func:`evaluate`), ``checkpoint`` (atomic save, RNG states,
-compatibility check).
+(:func:`run_training`, :func:`evaluate`), ``state`` (:class:`~.state.RunState`, where
+a run stands), ``batches`` (order, augmentation, shares), ``pruning`` (wrapping,
+rounding, MACs, BN recalibration), ``optim`` (what a phase trains, learning rates,
+lambda), ``checkpoint`` (atomic save, RNG states, compatibility check),
+``distributed`` (torchrun helpers, also used by ``distill``).
 """
 
 from __future__ import annotations

@@ -3,7 +3,12 @@
 A checkpoint is written atomically (:func:`tvm_freq._io.atomic_write`), so an
 interruption leaves the previous one intact; it holds the RNG states
 (:func:`rng_state`) and is only resumed with a compatible configuration
-(:func:`check_compatible`: only the run-control fields may differ).
+(:func:`check_compatible`: only the run-control fields may differ). It is a dict:
+``version``, ``config`` (``asdict(TrainConfig)``), ``state``
+(:meth:`~tvm_freq.train.state.RunState.to_dict`), ``results``, ``model`` (state dict of
+the model itself, never of a DDP wrapper), ``optimizer`` (``None`` at phase boundaries)
+and ``rng``; a data-parallel run writes the same (rank 0 does), so a checkpoint resumes
+with any number of processes.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ __all__ = [
     "CKPT_VERSION",
     "RUN_CONTROL",
     "save_checkpoint",
+    "read_checkpoint",
     "rng_state",
     "set_rng_state",
     "check_compatible",
@@ -44,6 +50,40 @@ def save_checkpoint(obj: Any, path: Path) -> None:
         Destination.
     """
     atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def read_checkpoint(
+    path: Path, cfg: TrainConfig, map_location: torch.device | str
+) -> dict[str, Any] | None:
+    """Read the checkpoint a run with ``cfg`` resumes from, if any.
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        Checkpoint file.
+    cfg : TrainConfig
+        Configuration of this run (``resume`` off: nothing is read).
+    map_location : torch.device or str
+        Where its tensors go.
+
+    Returns
+    -------
+    dict or None
+        The checkpoint; ``None`` when there is none to resume from.
+
+    Raises
+    ------
+    ValueError
+        For another checkpoint version or an incompatible configuration.
+    """
+    if not (cfg.resume and path.is_file()):
+        return None
+    # Our own file: it holds RNG states (numpy tuples), so not weights_only.
+    ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    if ckpt.get("version") != CKPT_VERSION:
+        raise ValueError(f"{path}: unsupported checkpoint version {ckpt.get('version')}")
+    check_compatible(ckpt["config"], cfg)
+    return ckpt
 
 
 def rng_state() -> dict[str, Any]:

@@ -1,0 +1,185 @@
+"""What each phase trains and how fast: parameters, optimizer, learning rate, lambda.
+
+:func:`trainable_parameters` sets ``requires_grad`` for a phase kind,
+:func:`make_optimizer` and :func:`lr_at` give its optimizer and cosine learning rate,
+and :class:`LambdaControl` sets the weight of the FCMask penalty during mask learning.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from ..freq import fcmask_parameters
+from .config import TrainConfig
+from .state import RunState
+
+__all__ = ["trainable_parameters", "make_optimizer", "lr_at", "LambdaControl"]
+
+
+def trainable_parameters(model: nn.Module, kind: str) -> list[nn.Parameter]:
+    """Set ``requires_grad`` for a phase and return the parameters it trains.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Model.
+    kind : str
+        Phase kind: ``masks`` trains the FCMasks, ``bn`` the batch-norm layers, every
+        other kind all weights but the FCMasks.
+
+    Returns
+    -------
+    list of torch.nn.Parameter
+        The trained parameters.
+    """
+    masks = {id(p) for p in fcmask_parameters(model)}
+    for p in model.parameters():
+        p.requires_grad_(False)
+    if kind == "masks":
+        trainable = [p for p in model.parameters() if id(p) in masks]
+    elif kind == "bn":
+        trainable = [
+            p
+            for m in model.modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm)
+            for p in m.parameters(recurse=False)
+        ]
+    else:
+        trainable = [p for p in model.parameters() if id(p) not in masks]
+    for p in trainable:
+        p.requires_grad_(True)
+    return trainable
+
+
+def _base_lr(cfg: TrainConfig, kind: str) -> float:
+    return {"train": cfg.lr, "bn": cfg.bn_lr}.get(kind, cfg.refine_lr)
+
+
+def make_optimizer(
+    cfg: TrainConfig, kind: str, params: list[nn.Parameter]
+) -> torch.optim.Optimizer:
+    """The optimizer of a phase: Adam for masks, Nesterov SGD otherwise.
+
+    Parameters
+    ----------
+    cfg : TrainConfig
+        Learning rates, momentum and weight decay.
+    kind : str
+        Phase kind.
+    params : list of torch.nn.Parameter
+        What it trains.
+
+    Returns
+    -------
+    torch.optim.Optimizer
+        The optimizer.
+    """
+    if kind == "masks":
+        return torch.optim.Adam(params, lr=cfg.mask_lr)
+    wd = 0.0 if kind == "bn" else cfg.weight_decay
+    return torch.optim.SGD(
+        params, lr=_base_lr(cfg, kind), momentum=cfg.momentum, weight_decay=wd, nesterov=True
+    )
+
+
+def lr_at(cfg: TrainConfig, kind: str, step: int, total: int) -> float:
+    """Learning rate of a phase's ``step``-th step of ``total``: cosine, constant for masks.
+
+    Parameters
+    ----------
+    cfg : TrainConfig
+        Learning rates.
+    kind : str
+        Phase kind.
+    step, total : int
+        Step within the phase, and the phase's steps.
+
+    Returns
+    -------
+    float
+        The learning rate.
+    """
+    if kind == "masks":
+        return cfg.mask_lr
+    return 0.5 * _base_lr(cfg, kind) * (1 + math.cos(math.pi * step / max(total, 1)))
+
+
+class LambdaControl:
+    """The weight ``lambda`` of the FCMask penalty: grown on a schedule, or steered.
+
+    With ``target_reduction`` set and ``lam_adapt > 1`` lambda is steered towards a
+    straight-line plan of the pointwise MACs (see
+    :attr:`tvm_freq.train.TrainConfig.lam_adapt`); otherwise it grows by ``lam_growth``
+    per mask epoch. Its state (``lam``, ``mask_cost0``, ``mask_step``) lives in the
+    run's :class:`~tvm_freq.train.state.RunState`, so that checkpoints hold it; the
+    methods read and update the state they are given.
+
+    Parameters
+    ----------
+    cfg : TrainConfig
+        Controller settings.
+    reduction : callable
+        Returns the pointwise MAC reduction of the model as it stands.
+    """
+
+    def __init__(self, cfg: TrainConfig, reduction: Callable[[], float]):
+        self.cfg = cfg
+        self.reduction = reduction
+
+    @property
+    def controlled(self) -> bool:
+        """Whether lambda is steered towards the target (else grown on a schedule)."""
+        return self.cfg.target_reduction is not None and self.cfg.lam_adapt > 1
+
+    def value(self, state: RunState, kind: str, steps_per_epoch: int) -> float:
+        """Lambda for the next step of a phase (0 outside mask learning).
+
+        Parameters
+        ----------
+        state : RunState
+            Read; its ``mask_cost0`` is set at the first controlled mask step.
+        kind : str
+            Phase kind.
+        steps_per_epoch : int
+            Steps per epoch (the growth schedule is per epoch).
+
+        Returns
+        -------
+        float
+            The penalty weight.
+        """
+        if kind != "masks":
+            return 0.0
+        if self.controlled:
+            if state.mask_cost0 is None:  # MACs per dense MAC before any pruning
+                state.mask_cost0 = 1.0 / self.reduction()
+            return state.lam
+        return self.cfg.lam * self.cfg.lam_growth ** (state.mask_step / steps_per_epoch)
+
+    def steer(self, state: RunState, reduction: float, steps_per_epoch: int) -> None:
+        """After a mask step: raise lambda when behind the plan, lower it when ahead.
+
+        Parameters
+        ----------
+        state : RunState
+            Its ``lam`` is updated.
+        reduction : float
+            Pointwise MAC reduction after the step.
+        steps_per_epoch : int
+            Steps per epoch (the plan's horizon is in epochs).
+        """
+        if not self.controlled:
+            return
+        cfg = self.cfg
+        assert cfg.target_reduction is not None and state.mask_cost0 is not None
+        epochs = cfg.mask_epochs if cfg.schedule == "learn-refine" else cfg.alt_cycles
+        horizon = max(1.0, cfg.target_at * epochs * steps_per_epoch)
+        c0, c1 = state.mask_cost0, 1.0 / cfg.target_reduction
+        planned = c0 + (c1 - c0) * min(1.0, state.mask_step / horizon)
+        # Behind plan: push harder; ahead: ease off so that only unimportant bands go.
+        factor = cfg.lam_adapt if 1.0 / reduction > planned else 1.0 / cfg.lam_adapt
+        state.lam *= factor
