@@ -123,6 +123,12 @@ class _Run:
         train_ds = load_dataset(cfg.dataset, "train", limit=cfg.train_limit, **kw)
         self.test_ds = load_dataset(cfg.dataset, "test", limit=cfg.test_limit, **kw)
         self.batches = Batches(train_ds, cfg.batch_size, cfg.seed, cfg.augment)
+        smallest = min(cfg.batch_size, len(train_ds) % cfg.batch_size or cfg.batch_size)
+        if smallest < self.world.size:
+            raise ValueError(
+                f"a batch of {smallest} examples leaves some of the {self.world.size} "
+                "processes without any: raise batch_size or change train_limit"
+            )
         self.example = train_ds.tensors[0][:1].to(self.device)
         self.model = _build_model(cfg, self.device)
         self.pruning = Pruning(
