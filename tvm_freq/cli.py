@@ -194,10 +194,14 @@ def cmd_bench(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from .train import config_from_args, run_training
+    from .train import config_from_args, distributed, run_training
 
-    report = run_training(config_from_args(args))
-    print(json.dumps(report, indent=1, default=str))
+    try:
+        report = run_training(config_from_args(args))  # data-parallel under torchrun
+    finally:
+        distributed.shutdown()
+    if distributed.is_main():
+        print(json.dumps(report, indent=1, default=str))
     return 0
 
 
