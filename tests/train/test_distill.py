@@ -231,3 +231,24 @@ def test_learn_masks_cli_writes_masks_and_model(tmp_path, capsys):
     torch.save(_model().state_dict(), tmp_path / "sd.pt")
     assert main([args[0], str(tmp_path / "sd.pt"), *args[2:]]) == 2
     assert "state dict has no architecture" in capsys.readouterr().err
+
+
+def test_energy_init_keeps_the_prefix_holding_that_energy():
+    from tvm_freq.freq.mask_math import hard_counts
+    from tvm_freq.freq.transforms import block_dct
+    from tvm_freq.train.distill import _init_from_energy
+
+    student = _model()
+    x = _smooth_images(8)
+    freq.apply_(student, freq.FreqConfig(block_size=4), example_input=x[:1])
+    _init_from_energy(student, x, 0.95)
+    layer = dict(freq.freq_layers(student))["pw1"]
+    counts = hard_counts(layer.fcmask_in, 16)
+    inp = torch.relu(student.stem(x))
+    per = block_dct(inp, 4).pow(2).sum(dim=(0, 2, 3))
+    share = per.cumsum(1) / per.sum(1, keepdim=True)
+    for c in range(32):
+        n = int(counts[c])
+        assert share[c, n - 1] >= 0.95 - 1e-6  # the kept prefix holds the energy
+        assert n == 1 or share[c, n - 2] < 0.95  # and is the shortest that does
+    assert int(counts.max()) < 16  # smooth images: high frequencies are dropped

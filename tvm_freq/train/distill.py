@@ -44,6 +44,7 @@ from ..freq.export import masks_from_model
 from ..freq.layer import Where
 from ..freq.penalty import fcmask_penalty
 from ..freq.policies import BlockSizeFn, overhead_block_size
+from ..freq.transforms import block_dct
 from ..masks import MaskFile
 from . import distributed
 from .checkpoint import save_checkpoint
@@ -85,6 +86,11 @@ class DistillConfig:
     feature_weight : float
         Weight of feature matching: the mean, over wrapped layers, of the student's
         squared error to the teacher's output there, over its variance. 0 turns it off.
+    init_energy : float, optional
+        Start every FCMask at the shortest zigzag prefix holding this fraction of its
+        channel's coefficient energy on the first training batches (the calibration
+        masks of :mod:`tvm_freq.calibrate`, measured in PyTorch), so that mask learning
+        starts near a useful point; ``None`` starts every FCMask at 1 (the paper).
     lam : float
         Initial weight of the FCMask penalty.
     lam_adapt : float
@@ -120,6 +126,7 @@ class DistillConfig:
     where: Where = "in"
     temperature: float = 2.0
     feature_weight: float = 0.0
+    init_energy: float | None = 0.999
     lam: float = 0.01
     lam_adapt: float = 1.05
     target_at: float = 0.7
@@ -152,6 +159,8 @@ class DistillConfig:
             raise ValueError(f"lam_adapt must be >= 1, got {self.lam_adapt!r}")
         if self.feature_weight < 0 or self.lam < 0:
             raise ValueError("feature_weight and lam must be >= 0")
+        if self.init_energy is not None and not 0.0 < self.init_energy <= 1.0:
+            raise ValueError(f"init_energy must be in (0, 1] or None, got {self.init_energy!r}")
         if not 0.0 < self.target_at <= 1.0:
             raise ValueError(f"target_at must be in (0, 1], got {self.target_at!r}")
         for name in ("mask_steps", "refine_steps", "bn_steps"):
@@ -345,6 +354,37 @@ class _FeatureTap:
             h.remove()
 
 
+@torch.no_grad()
+def _init_from_energy(student: nn.Module, x: torch.Tensor, energy: float) -> None:
+    """Set each FCMask to the prefix holding ``energy`` of its channel's coefficient energy."""
+    layers = dict(freq_layers(student))
+    seen: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
+
+    def tap(name: str):
+        def hook(module, inputs, output):
+            seen[name] = [inputs[0], F.conv2d(inputs[0], module.weight)]
+
+        return hook
+
+    handles = [m.register_forward_hook(tap(n)) for n, m in layers.items()]
+    try:
+        student(x)
+    finally:
+        for h in handles:
+            h.remove()
+    for name, layer in layers.items():
+        k = layer.block_size
+        for side, p in ((0, layer.fcmask_in), (1, layer.fcmask_out)):
+            if p is None or not seen[name]:
+                continue
+            coefs = block_dct(seen[name][side], k, basis=layer.basis)  # [N, C, BH, BW, kk]
+            per = coefs.pow(2).sum(dim=(0, 2, 3))  # [C, kk], zigzag order
+            cum = per.cumsum(1) / per.sum(1, keepdim=True).clamp_min(1e-30)
+            counts = (cum < energy - 1e-9).sum(1) + 1  # shortest prefix reaching it
+            # FCMask c / k^2 rounds to exactly c kept coefficients (freq.hard_counts).
+            p.copy_(counts.clamp(max=k * k).to(p.dtype) / (k * k))
+
+
 def _bn_modules(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
     return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
@@ -385,6 +425,9 @@ class _Distiller:
             )
         self.wrapped_names = [w.name for w in report.wrapped]
         self.base = model_macs(self.student, example)
+        if cfg.init_energy is not None:
+            n = min(len(train), 4 * cfg.batch_size)
+            _init_from_energy(self.student, _batch_of(train, range(n)), cfg.init_energy)
         self.phase = "masks"
         self.step = 0
         self.lam = cfg.lam
