@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import TensorDataset
 from tqdm.auto import tqdm
@@ -36,7 +35,7 @@ from . import distributed
 from .batches import Batches
 from .checkpoint import CKPT_VERSION, read_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig, build_phases
-from .optim import LambdaControl, lr_at, make_optimizer, trainable_parameters
+from .optim import LambdaControl, lr_at, make_optimizer, train_step, trainable_parameters
 from .pruning import Pruning, macs_summary, recalibrate_bn
 from .state import RunState
 
@@ -96,16 +95,18 @@ def _build_model(cfg: TrainConfig, device: torch.device) -> nn.Module:
     return model.train()
 
 
-def _batch_metrics(
-    loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor, n_global: int
-) -> dict[str, float]:
-    """Loss and accuracy of the global batch, from this process's share of it."""
-    if not distributed.current().distributed:
-        return {"loss": float(loss.detach()), "acc": float((logits.argmax(1) == y).float().mean())}
-    correct = float((logits.argmax(1) == y).sum())
-    local = torch.tensor([float(loss.detach()) * len(y), correct], dtype=torch.float64)
-    total = distributed.reduce_sum(local) / n_global
-    return {"loss": float(total[0]), "acc": float(total[1])}
+def _export(model: nn.Module, example: torch.Tensor, cfg: TrainConfig) -> dict[str, Any]:
+    """Rank 0 writes the mask file, dense weights and ONNX; every rank gets the paths."""
+    stem = Path(cfg.out_dir) / "fcmask"
+    masks, weights = stem.with_suffix(".masks.json"), stem.with_suffix(".pt")
+    onnx = stem.with_suffix(".onnx") if cfg.export_onnx else None
+
+    def write() -> None:
+        export(model, masks, weights, onnx, example_input=example, model_name=cfg.model)
+
+    distributed.on_main(write)
+    paths = {"mask_file": str(masks), "state_dict": str(weights)}
+    return paths | {"onnx": str(onnx) if onnx else None}
 
 
 class _Run:
@@ -266,21 +267,10 @@ class _Run:
     ) -> dict[str, float]:
         """One optimizer step on this process's share ``x, y`` of a global batch."""
         assert self.opt is not None and self.net is not None
-        for group in self.opt.param_groups:
-            group["lr"] = lr
-        self.model.train()
-        logits = self.net(x)
-        loss = F.cross_entropy(logits, y)
-        total = loss
-        weight = distributed.shard_weight(len(y), n_global)
-        if weight != 1.0:  # unequal shares: DDP's average must be the global batch's mean
-            total = loss * weight
-        if kind == "masks" and lam > 0:
-            total = total + lam * fcmask_penalty(self.model, self.cfg.weighting)
-        self.opt.zero_grad(set_to_none=True)
-        total.backward()
-        self.opt.step()
-        info = _batch_metrics(loss, logits, y, n_global)
+        model, weighting = self.model, self.cfg.weighting
+        masks = kind == "masks" and lam > 0
+        penalty = (lambda: lam * fcmask_penalty(model, weighting)) if masks else None
+        info = train_step(self.net, self.opt, x, y, n_global, lr, penalty)
         if kind == "masks":
             with torch.no_grad():
                 for p in fcmask_parameters(self.model):
@@ -359,34 +349,13 @@ class _Run:
         self.results["accuracy_pruned"] = self._eval()
         # Without a refine / bn phase, "before refinement" is the final model.
         self.results.setdefault("accuracy_pruned_before_refine", self.results["accuracy_pruned"])
-        self._export()
+        self.results.update(_export(self.model, self.example, self.cfg))
         unpruned = model_macs(self.model, self.example, unpruned=True)
         self.results["macs"] = macs_summary(self.pruning.macs(), unpruned)
         report = self._report(interrupted=False)
         text = json.dumps(report, indent=2) + "\n"
         distributed.on_main(lambda: (self.out / "report.json").write_text(text))
         return report
-
-    def _export(self) -> None:
-        """Rank 0 writes the mask file, dense weights and ONNX; all ranks record the paths."""
-        cfg = self.cfg
-        stem = self.out / "fcmask"
-        onnx = stem.with_suffix(".onnx") if cfg.export_onnx else None
-
-        def write() -> None:
-            export(
-                self.model,
-                stem.with_suffix(".masks.json"),
-                stem.with_suffix(".pt"),
-                onnx,
-                example_input=self.example,
-                model_name=cfg.model,
-            )
-
-        distributed.on_main(write)
-        self.results["mask_file"] = str(stem.with_suffix(".masks.json"))
-        self.results["state_dict"] = str(stem.with_suffix(".pt"))
-        self.results["onnx"] = str(onnx) if onnx else None
 
     def _report(self, interrupted: bool) -> dict[str, Any]:
         r = dict(self.results)

@@ -2,7 +2,8 @@
 
 :func:`trainable_parameters` sets ``requires_grad`` for a phase kind,
 :func:`make_optimizer` and :func:`lr_at` give its optimizer and cosine learning rate,
-and :class:`LambdaControl` sets the weight of the FCMask penalty during mask learning.
+:func:`train_step` takes one step on this process's share of a global batch, and
+:class:`LambdaControl` sets the weight of the FCMask penalty during mask learning.
 """
 
 from __future__ import annotations
@@ -11,13 +12,15 @@ import math
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..freq import fcmask_parameters
+from . import distributed
 from .config import TrainConfig
 from .state import RunState
 
-__all__ = ["trainable_parameters", "make_optimizer", "lr_at", "LambdaControl"]
+__all__ = ["trainable_parameters", "make_optimizer", "lr_at", "train_step", "LambdaControl"]
 
 
 def trainable_parameters(model: nn.Module, kind: str) -> list[nn.Parameter]:
@@ -106,6 +109,60 @@ def lr_at(cfg: TrainConfig, kind: str, step: int, total: int) -> float:
     if kind == "masks":
         return cfg.mask_lr
     return 0.5 * _base_lr(cfg, kind) * (1 + math.cos(math.pi * step / max(total, 1)))
+
+
+def train_step(
+    net: nn.Module,
+    opt: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    n_global: int,
+    lr: float,
+    penalty: Callable[[], torch.Tensor] | None = None,
+) -> dict[str, float]:
+    """One optimizer step of cross-entropy (plus a penalty) on a share of a global batch.
+
+    Parameters
+    ----------
+    net : torch.nn.Module
+        The model, or its DDP wrapper (which averages the gradients over the ranks).
+    opt : torch.optim.Optimizer
+        Optimizer; its learning rate is set to ``lr`` first.
+    x, y : torch.Tensor
+        This process's share of the global batch (all of it in a single process).
+    n_global : int
+        Examples in the global batch; shares of unequal size are weighted by
+        :func:`~tvm_freq.train.distributed.shard_weight`.
+    lr : float
+        Learning rate of this step.
+    penalty : callable, optional
+        Returns a term added to the loss (the same on every rank).
+
+    Returns
+    -------
+    dict
+        ``loss`` (cross-entropy) and ``acc`` of the global batch.
+    """
+    for group in opt.param_groups:
+        group["lr"] = lr
+    net.train()
+    logits = net(x)
+    loss = F.cross_entropy(logits, y)
+    total = loss
+    weight = distributed.shard_weight(len(y), n_global)
+    if weight != 1.0:  # unequal shares: DDP's average must be the global batch's mean
+        total = loss * weight
+    if penalty is not None:
+        total = total + penalty()
+    opt.zero_grad(set_to_none=True)
+    total.backward()
+    opt.step()
+    if not distributed.current().distributed:
+        return {"loss": float(loss.detach()), "acc": float((logits.argmax(1) == y).float().mean())}
+    correct = float((logits.argmax(1) == y).sum())
+    local = torch.tensor([float(loss.detach()) * len(y), correct], dtype=torch.float64)
+    summed = distributed.reduce_sum(local) / n_global
+    return {"loss": float(summed[0]), "acc": float(summed[1])}
 
 
 class LambdaControl:
