@@ -85,11 +85,9 @@ def train(data_dir: str, out_dir: str, cut: int | None) -> dict[str, Any]:
 def main() -> None:
     data_dir, out_dir, result = sys.argv[1:4]
     world = distributed.init_from_env()
-    try:
-        out = train(data_dir, out_dir, CUT) | {"rank": world.rank, "world": world.size}
-        Path(f"{result}.rank{world.rank}.json").write_text(json.dumps(out))
-    finally:
-        distributed.shutdown()
+    out = train(data_dir, out_dir, CUT) | {"rank": world.rank, "world": world.size}
+    Path(f"{result}.rank{world.rank}.json").write_text(json.dumps(out))
+    distributed.shutdown()
 
 
 if __name__ == "__main__":

@@ -42,7 +42,8 @@ API
     also a barrier. Writing a checkpoint: ``on_main(lambda: save(...))``; reading
     one so that every rank resumes from what rank 0 read: ``on_main(load)``.
 :func:`barrier` ``()``, :func:`shutdown` ``()``
-    Wait for every rank; leave the process group (at the end of the program).
+    Wait for every rank; wait, then leave the process group (at the normal end of the
+    program, on every rank; not after an error).
 
 Example (a training step)::
 
@@ -343,6 +344,12 @@ def barrier() -> None:
 
 
 def shutdown() -> None:
-    """Leave the process group, if one was initialised; call once, at the end."""
+    """Wait for every rank, then leave the process group (if one was initialised).
+
+    Call it once, on every rank, at the normal end of the program: no rank then tears
+    down its connections while another still uses them. After an error, exit instead
+    (torchrun stops the other ranks); the barrier would wait for ranks that never come.
+    """
     if dist.is_available() and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
