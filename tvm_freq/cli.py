@@ -196,10 +196,8 @@ def cmd_bench(args) -> int:
 def cmd_train(args) -> int:
     from .train import config_from_args, distributed, run_training
 
-    try:
-        report = run_training(config_from_args(args))  # data-parallel under torchrun
-    finally:
-        distributed.shutdown()
+    report = run_training(config_from_args(args))  # data-parallel under torchrun
+    distributed.shutdown()  # not after an error: torchrun then stops the other ranks
     if distributed.is_main():
         print(json.dumps(report, indent=1, default=str))
     return 0
