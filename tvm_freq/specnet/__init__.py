@@ -36,6 +36,18 @@ For an input supported on ``M x M`` and a ``k x k`` kernel with padding ``p`` th
    applies the spectral tanh ``f(a + ib) = tanh(a) + i tanh(b)``, which keeps zeros at
    zero (sparsity) and conjugate symmetry (the inverse transform stays real).
 
+Beyond the paper: ``activation="spatial_relu"``
+-----------------------------------------------
+The paper's activation (``"spectral_tanh"``, the default) acts frequency by frequency, so
+between pools each frequency is an odd function of roughly its own coefficient. The
+variant ``SpectralConv2d(..., activation="spatial_relu")`` (``get_specnet(...,
+activation="spatial_relu")``) puts a ReLU in space inside the ``irfft2 -> crop ->
+rfft2`` round trip that the halo crop (step 4) already makes, adds the bias there, and
+thresholds the spectrum of the activated map, which is what it stores; no FFT is added
+in a padded or strided block, one pair in a 1x1 unpadded block (no round trip there).
+Backward recomputes the ReLU mask from the stored input. At ``beta = 0`` a Spec-network
+with it computes exactly its ReLU twin.
+
 Bounded spatial size
 --------------------
 A spectral input lives on its own support grid ``M x M``; the next block re-grids it onto
@@ -131,6 +143,9 @@ from .layers import (
 )
 from .models import SPECNET_NAMES, SpecAlexNet, SpecDenseNet, SpecLeNet, SpecVGG16, get_specnet
 from .ops import (
+    ACTIVATIONS,
+    PAPER_ACTIVATION,
+    check_activation,
     conv_grid,
     kernel_spectrum,
     spectral_avg_pool2d,
@@ -149,7 +164,9 @@ from .storage import (
 )
 
 __all__ = [
+    "ACTIVATIONS",
     "DEFAULT_WORKSPACE_BYTES",
+    "PAPER_ACTIVATION",
     "SPECNET_NAMES",
     "AvgPool",
     "ConvAct",
@@ -162,6 +179,7 @@ __all__ = [
     "SpectralTanh",
     "ToSpatial",
     "calibrate_",
+    "check_activation",
     "conv_grid",
     "get_specnet",
     "hermitian_fill",

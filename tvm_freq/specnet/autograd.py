@@ -4,6 +4,12 @@
 only compact maps for backward (see :mod:`tvm_freq.specnet`, "Storage and gradients");
 :class:`BlockCfg` is the static description of one call and :class:`Piece` that of
 one input. :func:`spectral_conv2d_reference` is the same block in plain autograd.
+
+With ``activation="spatial_relu"`` (beyond the paper) the block is conv -> ReLU in space
+-> threshold instead: the ReLU runs inside the ``irfft2 -> crop -> rfft2`` round trip
+that the halo crop already makes, the post-activation spectrum is stored compactly as
+the paper's block stores its output, and backward recomputes the ReLU mask from the
+stored input.
 """
 
 from __future__ import annotations
@@ -16,6 +22,8 @@ import torch
 import torch.nn.functional as F
 
 from .ops import (
+    Activation,
+    check_activation,
     conv_grid,
     conv_out_size,
     half,
@@ -30,8 +38,6 @@ from .ops import (
 from .storage import hermitian_fill, pack_mask, redundant_mask, unpack_mask
 
 __all__ = ["Activation", "Piece", "BlockCfg", "SpectralBlockFn", "spectral_conv2d_reference"]
-
-Activation = Literal["tanh"] | None
 
 
 @dataclass(frozen=True)
@@ -77,7 +83,8 @@ class BlockCfg:
     chunk: int  # batch items per step of the block's dense workspace
     workspace: int  # bytes
     itemsize: int  # bytes per complex entry
-    # Filled with {"rms": ...} (pre-threshold RMS of |Y|) when given; see calibrate_.
+    # Filled with {"rms": ...} when given (see calibrate_): the pre-threshold RMS of |Y|,
+    # or for "spatial_relu" the RMS of the pre-activation map over pixels, as the twin's.
     stats: dict | None = field(default=None, compare=False)
 
 
@@ -247,6 +254,39 @@ def _conv_core(cfg: BlockCfg, Xf: torch.Tensor, ks: _KernelSlices, bias: torch.T
     return Y
 
 
+def _pre_activation(cfg: BlockCfg, Y: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    # "spatial_relu": stride, then the inverse half of the halo crop's round trip; the
+    # cropped map plus bias is the pre-activation in space (the twin's conv output).
+    Y = spectral_decimate(Y, cfg.stride, cfg.grid)
+    g = cfg.grid // cfg.stride
+    a = torch.fft.irfft2(Y, s=(g, g), norm="ortho")[..., : cfg.out_support, : cfg.out_support]
+    return a if bias is None else a + bias.to(a.dtype)[:, None, None]
+
+
+def _relu_spectrum(cfg: BlockCfg, a: torch.Tensor) -> torch.Tensor:
+    # The forward half of the same round trip, applied to the activated map.
+    return torch.fft.rfft2(torch.relu(a), s=(cfg.out_grid, cfg.out_grid), norm="ortho")
+
+
+def _relu_adjoint(
+    cfg: BlockCfg, ks: _KernelSlices, Xf: torch.Tensor, bias: torch.Tensor | None,
+    GY: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor | None]:  # fmt: skip
+    # Gradients w.r.t. the conv-grid product Y and the bias, for "spatial_relu". The ReLU
+    # mask is not stored: Y is recomputed from the (rebuilt) input spectrum, one more
+    # GEMM per chunk, and autograd of the round trip gives the adjoint at that point.
+    Y = _from_freq_major(ks.forward(Xf), cfg.grid).detach().requires_grad_(True)
+    leaves = [Y]
+    b = None
+    if bias is not None:
+        b = bias.detach().requires_grad_(True)
+        leaves.append(b)
+    with torch.enable_grad():
+        Z = _relu_spectrum(cfg, _pre_activation(cfg, Y, b))
+    grads = torch.autograd.grad(Z, leaves, GY)
+    return grads[0], (grads[1] if b is not None else None)
+
+
 def _chunks(cfg: BlockCfg):
     return [(b, min(b + cfg.chunk, cfg.batch)) for b in range(0, cfg.batch, cfg.chunk)]
 
@@ -258,7 +298,8 @@ def _fchunk(cfg: BlockCfg) -> int:
 
 
 class SpectralBlockFn(torch.autograd.Function):
-    """conv -> threshold -> (tanh), saving only compact maps (see module docstring).
+    """conv -> threshold -> (tanh), or conv -> spatial ReLU -> threshold, saving only
+    compact maps (see module docstring).
 
     Dense spectra exist only for ``cfg.chunk`` batch items at a time, and the kernel
     spectrum only in frequency slices, in forward and backward: the transient workspace
@@ -271,7 +312,8 @@ class SpectralBlockFn(torch.autograd.Function):
             src = _Inputs(cfg, inputs)
             ks = None
             masks, vals = [], []
-            sq = 0.0
+            sq, count = 0.0, 0
+            relu = cfg.activation == "spatial_relu"
             # Only unique entries are stored; consumers rebuild the rest (hermitian_fill).
             unique = ~redundant_mask(cfg.out_grid, weight.device)
             for b0, b1 in _chunks(cfg):
@@ -279,23 +321,29 @@ class SpectralBlockFn(torch.autograd.Function):
                 Xf = _freq_major(_front(cfg, parts))
                 if ks is None:
                     ks = _KernelSlices(weight, cfg, Xf.dtype, _fchunk(cfg))
-                Y = _conv_core(cfg, Xf, ks, bias)
+                if relu:
+                    a = _pre_activation(cfg, _from_freq_major(ks.forward(Xf), cfg.grid), bias)
+                    if cfg.stats is not None:
+                        sq, count = sq + float(a.square().sum()), count + a.numel()
+                    Y = _relu_spectrum(cfg, a)
+                    del a
+                else:
+                    Y = _conv_core(cfg, Xf, ks, bias)
                 del Xf
                 mag = Y.abs()
-                if cfg.stats is not None:
-                    sq += float(mag.square().sum())
+                if cfg.stats is not None and not relu:
+                    sq, count = sq + float(mag.square().sum()), count + mag.numel()
                 mask = (mag > cfg.beta) & unique
                 del mag
                 v = Y[mask]
-                vals.append(spectral_tanh(v) if cfg.activation == "tanh" else v)
+                vals.append(spectral_tanh(v) if cfg.activation == "spectral_tanh" else v)
                 masks.append(mask)
                 del Y
             values = vals[0] if len(vals) == 1 else torch.cat(vals)
             bits = pack_mask(masks[0] if len(masks) == 1 else torch.cat(masks))
             del vals, masks, ks
             if cfg.stats is not None:
-                n = cfg.batch * cfg.cout * cfg.out_grid * half(cfg.out_grid)
-                cfg.stats["rms"] = (sq / n) ** 0.5
+                cfg.stats["rms"] = (sq / max(1, count)) ** 0.5
         ctx.cfg = cfg
         ctx.mark_non_differentiable(bits)
         ctx.save_for_backward(weight, bias, values, bits, *inputs)
@@ -306,7 +354,8 @@ class SpectralBlockFn(torch.autograd.Function):
         cfg: BlockCfg = ctx.cfg
         weight, bias, values, bits, *inputs = ctx.saved_tensors
         out_shape = (cfg.batch, cfg.cout, cfg.out_grid, half(cfg.out_grid))
-        if cfg.activation == "tanh":
+        relu = cfg.activation == "spatial_relu"
+        if cfg.activation == "spectral_tanh":
             # tanh' = 1 - tanh^2, per real/imag part, from the stored outputs.
             g_values = torch.complex(
                 g_values.real * (1 - values.real.square()),
@@ -335,9 +384,19 @@ class SpectralBlockFn(torch.autograd.Function):
             # Dropped entries get zero gradient: the a.e. derivative of the hard threshold.
             m = out_mask[b0:b1]
             GY = g_values.new_zeros(m.shape).masked_scatter(m, g_values[out_off[b0] : out_off[b1]])
-            if g_bias is not None:
+            with torch.enable_grad():
+                parts, leaves = src.chunk(b0, b1, piece_need)
+                Xf = _freq_major(_front(cfg, parts))
+            if ks is None:
+                ks = _KernelSlices(weight, cfg, Xf.dtype, _fchunk(cfg))
+            if relu:
+                GY, gb = _relu_adjoint(cfg, ks, Xf.detach(), bias, GY)
+                if g_bias is not None:
+                    g_bias += gb
+            elif g_bias is not None:
                 g_bias += (GY[..., 0, 0].real.sum(0) * cfg.out_grid).to(bias.dtype)
-            if cfg.stride > 1 or cfg.grid != cfg.out_grid:  # adjoint of the linear projection
+            if not relu and (cfg.stride > 1 or cfg.grid != cfg.out_grid):
+                # Adjoint of the linear projection (stride, halo crop).
                 # Autograd of the projection at a zero input; its graph is built once per
                 # chunk length and replayed (retain_graph) for the other chunks.
                 n = b1 - b0
@@ -350,11 +409,6 @@ class SpectralBlockFn(torch.autograd.Function):
                 (GY,) = torch.autograd.grad(proj, dummy, GY, retain_graph=True)
             GYf = _freq_major(GY)
             del GY
-            with torch.enable_grad():
-                parts, leaves = src.chunk(b0, b1, piece_need)
-                Xf = _freq_major(_front(cfg, parts))
-            if ks is None:
-                ks = _KernelSlices(weight, cfg, Xf.dtype, _fchunk(cfg))
             gXf, g = ks.backward(Xf.detach(), GYf, bool(leaves), need_w)
             if g is not None:
                 g_taps = g if g_taps is None else g_taps + g
@@ -385,7 +439,7 @@ def spectral_conv2d_reference(
     padding: int = 0,
     stride: int = 1,
     beta: float = 0.0,
-    activation: Activation = "tanh",
+    activation: Activation | str = "spectral_tanh",
     in_grid: int | None = None,
     in_support: int | None = None,
 ) -> torch.Tensor:
@@ -402,8 +456,9 @@ def spectral_conv2d_reference(
         As in ``nn.Conv2d``.
     beta : float
         Threshold.
-    activation : {"tanh", None}
-        Spectral activation after the threshold.
+    activation : {"spectral_tanh", "spatial_relu", None}
+        The paper's spectral tanh after the threshold (alias ``"tanh"``), the spatial
+        ReLU before it (beyond the paper), or none.
     in_grid, in_support : int, optional
         Geometry of a spectral ``x``.
 
@@ -412,6 +467,7 @@ def spectral_conv2d_reference(
     torch.Tensor
         Dense complex output spectrum ``[B, C_out, G', G' // 2 + 1]``.
     """
+    activation = check_activation(activation)
     k = weight.shape[-1]
     if in_grid is None:
         support = x.shape[-1]
@@ -422,12 +478,20 @@ def spectral_conv2d_reference(
         grid = conv_grid(support, k, stride)
         X = spectral_crop(x, in_grid, support, grid)
     Y = torch.einsum("bihw,oihw->bohw", X, kernel_spectrum(weight, grid, padding).to(X.dtype))
-    Y = spectral_decimate(Y, stride, grid)
     out = conv_out_size(support, k, padding, stride)
+    if activation == "spatial_relu":
+        g = grid // stride
+        a = torch.fft.irfft2(spectral_decimate(Y, stride, grid), s=(g, g), norm="ortho")
+        a = a[..., :out, :out]
+        if bias is not None:
+            a = a + bias[:, None, None]
+        Y = torch.fft.rfft2(torch.relu(a), norm="ortho")
+        return spectral_threshold(Y, beta)
+    Y = spectral_decimate(Y, stride, grid)
     Y = spectral_crop(Y, grid // stride, out, out)
     if bias is not None:
         dc = torch.zeros_like(Y)
         dc[..., 0, 0] = 1
         Y = Y + dc * (bias * out).to(Y.dtype)[:, None, None]
     Y = spectral_threshold(Y, beta)
-    return spectral_tanh(Y) if activation == "tanh" else Y
+    return spectral_tanh(Y) if activation == "spectral_tanh" else Y

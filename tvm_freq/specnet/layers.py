@@ -17,9 +17,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .autograd import Activation, BlockCfg, Piece, SpectralBlockFn
+from .autograd import BlockCfg, Piece, SpectralBlockFn
 from .lowering import real_block, real_to_spatial
-from .ops import check_beta, conv_grid, conv_out_size, half, spectral_tanh
+from .ops import (
+    PAPER_ACTIVATION,
+    Activation,
+    check_activation,
+    check_beta,
+    conv_grid,
+    conv_out_size,
+    half,
+    spectral_tanh,
+)
 from .storage import SpecMap
 
 __all__ = [
@@ -57,7 +66,7 @@ def _same_padding(kernel_size: int, padding: int | None) -> int:
 
 
 class SpectralConv2d(nn.Module):
-    """SpecNet conv block: FFT conv, threshold ``|Y| <= beta -> 0``, optional spectral tanh.
+    """SpecNet conv block: FFT conv, threshold ``|Y| <= beta -> 0``, fused activation.
 
     Takes a real spatial tensor ``[B, C, M, M]``, a :class:`SpecMap`, or a list of those
     (concatenated along channels, as in DenseNet) and returns a compact
@@ -76,8 +85,13 @@ class SpectralConv2d(nn.Module):
         Stride, done by spectral decimation.
     beta : float
         Threshold, ``>= 0``.
-    activation : {"tanh", None}
-        Fused spectral activation.
+    activation : {"spectral_tanh", "spatial_relu", None}
+        Fused activation. ``"spectral_tanh"`` (the paper's, the default; alias
+        ``"tanh"``): threshold, then ``tanh`` on the real and imaginary parts.
+        ``"spatial_relu"`` (beyond the paper): ReLU in space inside the
+        ``irfft2 -> crop -> rfft2`` round trip of the halo crop, then the threshold on
+        the post-activation spectrum; no extra FFT in a padded or strided block, one
+        FFT pair in a 1x1 unpadded one (which has no round trip). ``None``: identity.
     bias : bool
         Learn a bias.
     """
@@ -90,7 +104,7 @@ class SpectralConv2d(nn.Module):
         padding: int | None = None,
         stride: int = 1,
         beta: float = 1.0,
-        activation: Activation = "tanh",
+        activation: Activation | str = PAPER_ACTIVATION,
         bias: bool = True,
     ):
         super().__init__()
@@ -99,13 +113,12 @@ class SpectralConv2d(nn.Module):
         padding = _same_padding(kernel_size, padding)
         if not 0 <= padding <= kernel_size - 1:
             raise ValueError(f"padding must be in [0, {kernel_size - 1}], got {padding}")
-        if activation not in ("tanh", None):
-            raise ValueError(f"activation must be 'tanh' or None, got {activation!r}")
+        activation = check_activation(activation)
         check_beta(beta)
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size, self.padding, self.stride = kernel_size, padding, stride
         self.beta = float(beta)
-        self.activation = activation
+        self.activation: Activation = activation
         ref = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, bias=bias)
         self.weight = ref.weight
         self.bias = ref.bias
@@ -360,9 +373,9 @@ class _CatConv2dFn(torch.autograd.Function):
 class ConvAct(nn.Module):
     """Conv + activation, spectral or spatial from the same code.
 
-    ``spectral=True``: :class:`SpectralConv2d` with the fused spectral tanh.
-    ``spectral=False``: ``nn.Conv2d`` followed by ReLU or tanh. Both have ``conv.weight``
-    and ``conv.bias``.
+    ``spectral=True``: :class:`SpectralConv2d` with its fused ``activation`` (the
+    paper's spectral tanh by default). ``spectral=False``: ``nn.Conv2d`` followed by
+    ReLU or tanh. Both have ``conv.weight`` and ``conv.bias``.
 
     Parameters
     ----------
@@ -378,6 +391,8 @@ class ConvAct(nn.Module):
         Threshold of the spectral path.
     spatial_act : {"relu", "tanh"}
         Activation of the spatial path.
+    activation : {"spectral_tanh", "spatial_relu", None}
+        Activation of the spectral path (:class:`SpectralConv2d`).
     """
 
     def __init__(
@@ -391,13 +406,15 @@ class ConvAct(nn.Module):
         spectral: bool = True,
         beta: float = 1.0,
         spatial_act: str = "relu",
+        activation: Activation | str = PAPER_ACTIVATION,
     ):
         super().__init__()
         padding = _same_padding(kernel_size, padding)
+        activation = check_activation(activation)  # also on the twin: typos fail early
         self.spectral = spectral
         if spectral:
             self.conv: nn.Module = SpectralConv2d(
-                in_channels, out_channels, kernel_size, padding, stride, beta, "tanh"
+                in_channels, out_channels, kernel_size, padding, stride, beta, activation
             )
         else:
             if spatial_act not in ("relu", "tanh"):

@@ -125,6 +125,19 @@ def real_to_spatial(m: SpecMap, owner: nn.Module | None = None) -> torch.Tensor:
     return F.avg_pool2d(x, m.pool) if m.pool > 1 else x
 
 
+def _relu_tail(mod, yr, yi, grid, out_grid, out_support):
+    # "spatial_relu" (beyond the paper): stride and crop by the inverse DFT at the kept
+    # positions, bias and ReLU in space, forward DFT, threshold on the result.
+    pos = tuple(range(0, grid, mod.stride))[:out_support]
+    a = real_irdft2(mod, yr, yi, grid, pos, f"out_g{grid}")
+    if mod.bias is not None:
+        a = a + mod.bias.detach().float()[:, None, None]
+    yr, yi = real_rdft2(mod, torch.relu(a), out_grid, f"out_g{grid}")
+    keep = torch.sqrt(yr * yr + yi * yi) > mod.beta
+    zero = torch.zeros_like(yr)
+    return torch.where(keep, yr, zero), torch.where(keep, yi, zero)
+
+
 def real_block(
     mod: SpectralConv2d, inputs, pieces, batch, grid, out_grid, out_support
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -145,7 +158,8 @@ def real_block(
     -------
     tuple of torch.Tensor
         Real and imaginary parts ``[B, C_out, out_grid, out_grid // 2 + 1]`` of the
-        thresholded, activated output spectrum.
+        thresholded, activated output spectrum (for ``"spatial_relu"``, the thresholded
+        spectrum of the activated map).
     """
     xs_re, xs_im = [], []
     for j, (x, p) in enumerate(zip(inputs, pieces, strict=True)):
@@ -186,6 +200,8 @@ def real_block(
     yi = torch.matmul(xr, ki) + torch.matmul(xi, kr)
     yr = yr.permute(1, 2, 0).reshape(batch, cout, grid, half(grid))
     yi = yi.permute(1, 2, 0).reshape(batch, cout, grid, half(grid))
+    if mod.activation == "spatial_relu":
+        return _relu_tail(mod, yr, yi, grid, out_grid, out_support)
     if mod.stride > 1 or grid != out_grid:
         # Stride and halo crop (_project_output): inverse at the kept rows/cols, forward again.
         pos = tuple(range(0, grid, mod.stride))[:out_support]
@@ -202,7 +218,7 @@ def real_block(
         yr = yr + _const(mod, f"bias_re_g{out_grid}", lambda: dc("re"))
     keep = torch.sqrt(yr * yr + yi * yi) > mod.beta
     zero = torch.zeros_like(yr)
-    if mod.activation == "tanh":
+    if mod.activation == "spectral_tanh":
         yr, yi = torch.tanh(yr), torch.tanh(yi)
     yr = torch.where(keep, yr, zero)
     yi = torch.where(keep, yi, zero)

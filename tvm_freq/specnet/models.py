@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .layers import AvgPool, ConvAct, SpectralConv2d, ToSpatial
-from .ops import check_beta
+from .ops import PAPER_ACTIVATION, check_activation, check_beta
 
 __all__ = [
     "SpecLeNet",
@@ -50,6 +50,10 @@ _PARAMETERS = """    Parameters
         Channel multiplier.
     spatial_act : {"relu", "tanh"}
         Activation of the spatial twin's convs.
+    activation : {"spectral_tanh", "spatial_relu"}
+        Activation of the spectral blocks: the paper's spectral tanh (default) or the
+        spatial ReLU inside the halo-crop round trip (beyond the paper; with it, a
+        Spec-network at ``beta = 0`` computes exactly its ReLU twin).
 """
 
 
@@ -75,8 +79,9 @@ class _SpecBase(nn.Module):
         beta: float = 1.0,
         width: float = 1.0,
         spatial_act: str = "relu",
+        activation: str = PAPER_ACTIVATION,
     ):
-        kw = self._start(in_channels, num_classes, spectral, beta, width, spatial_act)
+        kw = self._start(in_channels, num_classes, spectral, beta, width, spatial_act, activation)
         self._build(num_classes, width, kw)
 
     def _start(
@@ -87,12 +92,14 @@ class _SpecBase(nn.Module):
         beta: float,
         width: float,
         spatial_act: str,
+        activation: str,
     ) -> dict[str, Any]:
         # Module set-up and the checks every model makes; returns the ConvAct options.
         super().__init__()
         _check_common(in_channels, num_classes, width, beta)
         self.in_channels = in_channels
-        return dict(spectral=spectral, beta=beta, spatial_act=spatial_act)
+        self.activation = check_activation(activation)
+        return dict(spectral=spectral, beta=beta, spatial_act=spatial_act, activation=activation)
 
     def _build(self, num_classes: int, width: float, kw: dict[str, Any]) -> None:
         raise NotImplementedError
@@ -236,12 +243,13 @@ class SpecDenseNet(_SpecBase):
         beta: float = 1.0,
         width: float = 1.0,
         spatial_act: str = "relu",
+        activation: str = PAPER_ACTIVATION,
         depth: int = 40,
         growth: int = 12,
         compression: float = 0.5,
         head_size: int = 1,
     ):
-        kw = self._start(in_channels, num_classes, spectral, beta, width, spatial_act)
+        kw = self._start(in_channels, num_classes, spectral, beta, width, spatial_act, activation)
         if depth < 10 or (depth - 4) % 6:
             raise ValueError(f"depth must be 6n + 4 with n >= 1, got {depth}")
         if not 0 < compression <= 1:
@@ -333,7 +341,8 @@ def get_specnet(
     seed : int or None
         Seed for the initialisation; ``None`` uses the global RNG.
     **kwargs
-        Passed to the model (``spatial_act``, DenseNet's ``depth``/``growth``/...).
+        Passed to the model (``activation``, ``spatial_act``, DenseNet's
+        ``depth``/``growth``/...).
 
     Returns
     -------

@@ -11,10 +11,15 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import Literal
 
 import torch
 
 __all__ = [
+    "ACTIVATIONS",
+    "Activation",
+    "PAPER_ACTIVATION",
+    "check_activation",
     "half",
     "kernel_spectrum",
     "phase_matrix",
@@ -28,6 +33,38 @@ __all__ = [
     "conv_out_size",
     "check_beta",
 ]
+
+
+Activation = Literal["spectral_tanh", "spatial_relu"] | None
+
+# The activations a spectral block can fuse. "spectral_tanh" is the paper's (Eq. 3-4);
+# "spatial_relu" is beyond the paper (a ReLU in space inside the halo-crop round trip);
+# None is the identity.
+ACTIVATIONS: tuple[str, ...] = ("spectral_tanh", "spatial_relu")
+PAPER_ACTIVATION = "spectral_tanh"
+_ACTIVATION_ALIASES = {"tanh": "spectral_tanh"}  # the name before the variant existed
+
+
+def check_activation(name: str | None) -> Activation:
+    """Return the canonical name of a spectral block activation.
+
+    Parameters
+    ----------
+    name : str or None
+        ``"spectral_tanh"`` (the paper's, alias ``"tanh"``), ``"spatial_relu"`` (beyond
+        the paper) or ``None`` (identity).
+
+    Returns
+    -------
+    str or None
+        Canonical name.
+    """
+    if name is None:
+        return None
+    canon = _ACTIVATION_ALIASES.get(name, name)
+    if canon not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {ACTIVATIONS} or None, got {name!r}")
+    return canon  # type: ignore[return-value]
 
 
 def half(grid: int) -> int:
