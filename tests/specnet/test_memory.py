@@ -98,3 +98,17 @@ def test_peak_worker_uses_the_given_workspace():
     assert small < 0.8 * large
     with pytest.raises(ValueError, match="workspace_bytes"):
         peak_rss_step("vgg16", x, y, workspace_bytes=0, **kw)
+
+
+def test_overall_peak_counts_parameters_gradients_and_optimizer_state():
+    x, y = torch.randn(8, 1, 32, 32), torch.randint(0, 10, (8,))
+    res = peak_rss_step("lenet", x, y, spectral=True, beta=1.0, width=0.5, optimizer="sgd",
+                        model_kwargs={"activation": "spatial_relu"})  # fmt: skip
+    model = get_specnet("lenet", width=0.5, in_channels=1)
+    params = sum(p.numel() * 4 for p in model.parameters())
+    assert res["param_bytes"] == res["grad_bytes"] == params
+    assert res["optimizer_state_bytes"] == params  # one momentum buffer per parameter
+    assert res["overall_peak_bytes"] == 2 * params + res["peak_bytes"]
+    assert res["peak_bytes"] > 0
+    with pytest.raises(ValueError, match="optimizer"):
+        peak_rss_step("lenet", x, y, spectral=True, optimizer="rmsprop")

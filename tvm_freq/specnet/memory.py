@@ -1,6 +1,6 @@
 """Training-memory measurement for SpecNet and its spatial twins.
 
-Two numbers, both for one training step (forward, loss, backward):
+Three numbers, all for one training step (forward, loss, backward, optimizer step):
 
 * **Saved-for-backward bytes** (:class:`SavedTensorCounter`): every tensor autograd keeps
   for backward passes through ``torch.autograd.graph.saved_tensors_hooks``; each distinct
@@ -21,8 +21,15 @@ Two numbers, both for one training step (forward, loss, backward):
   resident set. Where ``clear_refs`` cannot be written it falls back to ``ru_maxrss``
   without the warm-up (reported as ``method``). Python-level tools such as
   ``tracemalloc`` do not see torch's allocations, hence the process-level measure.
+* **Overall peak** (``overall_peak_bytes`` of :func:`peak_rss_step` with an
+  ``optimizer``), the training process's memory as the paper reports it: the model's
+  parameters and buffers plus the optimizer state (counted exactly, tensor by tensor)
+  plus the step's peak above (which holds the gradients: they are freed before the step,
+  ``zero_grad(set_to_none=True)``, and allocated in backward). The optimizer takes its
+  step inside the measured step, after one warm-up step that creates its state. What it
+  leaves out is the same for both twins: the Python/PyTorch runtime and the input batch.
 
-:func:`memory_ratios` gives both as ratios to the spatial twin over a range of
+:func:`memory_ratios` gives them as ratios to the spatial twin over a range of
 thresholds ``beta``; ``python -m tvm_freq.specnet.memory ratios --model vgg16 ...`` prints them.
 """
 
@@ -57,9 +64,13 @@ __all__ = [
     "MemoryRatio",
     "memory_ratios",
     "DEFAULT_BETAS",
+    "OPTIMIZERS",
+    "make_optimizer",
+    "tensor_bytes",
 ]
 
 DEFAULT_BETAS: tuple[float, ...] = (0.5, 0.75, 1.0, 1.25, 1.5)
+OPTIMIZERS: tuple[str, ...] = ("sgd", "adam")
 
 
 @dataclass
@@ -204,6 +215,52 @@ def _reset_hwm() -> bool:
         return False
 
 
+def make_optimizer(params: Iterable[nn.Parameter], name: str, lr: float) -> torch.optim.Optimizer:
+    """The optimizers the memory measurement and the benchmark use.
+
+    Parameters
+    ----------
+    params : iterable of nn.Parameter
+        Parameters to optimise.
+    name : {"sgd", "adam"}
+        ``"sgd"`` is the paper's (momentum 0.95, one state tensor per parameter);
+        ``"adam"`` keeps two.
+    lr : float
+        Learning rate.
+
+    Returns
+    -------
+    torch.optim.Optimizer
+        The optimizer.
+    """
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=0.95)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr)
+    raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}")
+
+
+def tensor_bytes(tensors: Iterable[Any]) -> int:
+    """Bytes of the distinct storages among ``tensors`` (non-tensors are skipped).
+
+    Parameters
+    ----------
+    tensors : iterable
+        Tensors (e.g. parameters, or the values of an optimizer's state dicts).
+
+    Returns
+    -------
+    int
+        Sum of the storage sizes, each storage once.
+    """
+    seen: dict[int, int] = {}
+    for t in tensors:
+        if isinstance(t, torch.Tensor):
+            st = t.untyped_storage()
+            seen[st.data_ptr()] = st.nbytes()
+    return sum(seen.values())
+
+
 def _peak_worker(config: Mapping[str, Any]) -> dict[str, Any]:
     torch.set_num_threads(int(config.get("threads", 1)))
     model = get_specnet(
@@ -218,10 +275,15 @@ def _peak_worker(config: Mapping[str, Any]) -> dict[str, Any]:
     data = torch.load(config["data"], weights_only=True)
     x, y = data["x"], data["y"]
     model.train()
+    # lr 0: the state is created and updated, the weights (so the kept entries) stay.
+    opt = make_optimizer(model.parameters(), config["optimizer"], 0.0) if config.get(
+        "optimizer") else None  # fmt: skip
 
     def step() -> None:
         loss = F.cross_entropy(model(x), y)
         loss.backward()
+        if opt is not None:
+            opt.step()
         model.zero_grad(set_to_none=True)
 
     can_reset = _reset_hwm() and _proc_status_kb("VmHWM") is not None
@@ -239,8 +301,16 @@ def _peak_worker(config: Mapping[str, Any]) -> dict[str, Any]:
         step()
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         method = "ru_maxrss, first step"
-    return {"peak_bytes": max(0, peak - before) * 1024, "rss_before_bytes": before * 1024,
-            "method": method}  # fmt: skip
+    res = {"peak_bytes": max(0, peak - before) * 1024, "rss_before_bytes": before * 1024,
+           "method": method, "optimizer": config.get("optimizer")}  # fmt: skip
+    res["param_bytes"] = tensor_bytes(list(model.parameters()) + list(model.buffers()))
+    res["grad_bytes"] = tensor_bytes(p for p in model.parameters() if p.requires_grad)
+    if opt is not None:
+        state = [v for st in opt.state.values() for v in st.values()]
+        res["optimizer_state_bytes"] = tensor_bytes(state)
+        res["overall_peak_bytes"] = (res["param_bytes"] + res["optimizer_state_bytes"]
+                                     + res["peak_bytes"])  # fmt: skip
+    return res
 
 
 def peak_rss_step(
@@ -256,6 +326,7 @@ def peak_rss_step(
     threads: int = 1,
     model_kwargs: Mapping[str, Any] | None = None,
     workspace_bytes: int | None = None,
+    optimizer: str | None = None,
     timeout: float = 600.0,
 ) -> dict[str, Any]:
     """Peak extra resident memory of one training step, measured in a fresh process.
@@ -279,17 +350,25 @@ def peak_rss_step(
     workspace_bytes : int, optional
         ``SpectralConv2d.workspace_bytes`` of every spectral block (default: the
         library default); the transient peak grows with it.
+    optimizer : {"sgd", "adam"}, optional
+        Take an optimizer step in each step (:func:`make_optimizer`) and report the
+        overall peak. ``None``: forward and backward only.
     timeout : float
         Seconds before the worker is killed.
 
     Returns
     -------
     dict
-        ``peak_bytes`` (extra resident bytes at the step's peak), ``rss_before_bytes``
-        and the ``method`` used.
+        ``peak_bytes`` (extra resident bytes at the step's peak, gradients included),
+        ``rss_before_bytes``, the ``method`` used, ``param_bytes`` (parameters and
+        buffers) and ``grad_bytes``; with an ``optimizer`` also
+        ``optimizer_state_bytes`` and ``overall_peak_bytes`` (parameters + optimizer
+        state + step peak: the training process's memory, see the module docstring).
     """
     if workspace_bytes is not None and workspace_bytes < 1:
         raise ValueError(f"workspace_bytes must be at least 1, got {workspace_bytes}")
+    if optimizer is not None and optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {OPTIMIZERS} or None, got {optimizer!r}")
     with tempfile.TemporaryDirectory(prefix="tvm_freq_mem_") as tmp:
         tmpdir = Path(tmp)
         torch.save({"x": x, "y": y}, tmpdir / "data.pt")
@@ -301,6 +380,7 @@ def peak_rss_step(
             name=name, spectral=spectral, beta=beta, width=width, in_channels=int(x.shape[1]),
             num_classes=num_classes, state=state, data=str(tmpdir / "data.pt"), threads=threads,
             model_kwargs=dict(model_kwargs or {}), workspace_bytes=workspace_bytes,
+            optimizer=optimizer,
         )  # fmt: skip
         cfg_path = tmpdir / "config.json"
         cfg_path.write_text(json.dumps(config))
@@ -335,6 +415,10 @@ class MemoryRatio:
         Peak extra resident bytes of a training step (``None`` if not measured).
     peak_ratio : float or None
         ``peak_bytes / spatial_peak_bytes``.
+    overall_peak_bytes, spatial_overall_peak_bytes : int or None
+        Parameters + optimizer state + step peak (``None`` if not measured).
+    overall_ratio : float or None
+        ``overall_peak_bytes / spatial_overall_peak_bytes``: the paper's overall memory.
     """
 
     beta: float
@@ -345,6 +429,9 @@ class MemoryRatio:
     peak_bytes: int | None = None
     spatial_peak_bytes: int | None = None
     peak_ratio: float | None = None
+    overall_peak_bytes: int | None = None
+    spatial_overall_peak_bytes: int | None = None
+    overall_ratio: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """Return the fields as a JSON-friendly dict.
@@ -355,6 +442,10 @@ class MemoryRatio:
             Field values.
         """
         return asdict(self)
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
 
 
 def _state_for(states: Any, beta: float) -> Mapping[str, torch.Tensor] | None:
@@ -381,6 +472,7 @@ def memory_ratios(
     threads: int = 1,
     model_kwargs: Mapping[str, Any] | None = None,
     workspace_bytes: int | None = None,
+    optimizer: str | None = "sgd",
 ) -> list[MemoryRatio]:
     """SpecNet training memory over thresholds, as ratios to the spatial twin.
 
@@ -406,10 +498,13 @@ def memory_ratios(
     threads : int
         Torch threads for the peak workers.
     model_kwargs : mapping, optional
-        Extra constructor arguments.
+        Extra constructor arguments (e.g. ``activation="spatial_relu"``).
     workspace_bytes : int, optional
         Working memory of each spectral block in the peak workers (default: the library
         default). Saved-for-backward bytes do not depend on it.
+    optimizer : {"sgd", "adam"} or None
+        Optimizer of the measured steps (default the paper's SGD with momentum), for the
+        overall peak; ``None`` measures forward and backward only.
 
     Returns
     -------
@@ -429,25 +524,29 @@ def memory_ratios(
         return m.train()
 
     spatial = build(False, 1.0, spatial_state)
-    base = saved_tensor_bytes(spatial, x, y).activation_bytes
-    base_peak = None
+    base_saved = saved_tensor_bytes(spatial, x, y).activation_bytes
+    base: dict[str, Any] = {}
     if peak:
-        base_peak = peak_rss_step(name, x, y, spectral=False, width=width,
-                                  num_classes=num_classes, state_dict=spatial.state_dict(),
-                                  threads=threads, model_kwargs=kw)["peak_bytes"]  # fmt: skip
+        base = peak_rss_step(name, x, y, spectral=False, width=width, num_classes=num_classes,
+                             state_dict=spatial.state_dict(), threads=threads, model_kwargs=kw,
+                             optimizer=optimizer)  # fmt: skip
     out = []
     for beta in betas:
         model = build(True, float(beta), _state_for(spectral_states, float(beta)))
         saved = saved_tensor_bytes(model, x, y).activation_bytes
         dens = [m.last_density for _, m in spectral_layers(model) if m.last_density is not None]
-        r = MemoryRatio(float(beta), saved, base, saved / base, sum(dens) / max(1, len(dens)))
+        r = MemoryRatio(float(beta), saved, base_saved, saved / base_saved,
+                        sum(dens) / max(1, len(dens)))  # fmt: skip
         if peak:
             p = peak_rss_step(name, x, y, spectral=True, beta=float(beta), width=width,
                               num_classes=num_classes, state_dict=model.state_dict(),
-                              threads=threads, model_kwargs=kw,
-                              workspace_bytes=workspace_bytes)["peak_bytes"]  # fmt: skip
-            r.peak_bytes, r.spatial_peak_bytes = p, base_peak
-            r.peak_ratio = p / base_peak if base_peak else None
+                              threads=threads, model_kwargs=kw, workspace_bytes=workspace_bytes,
+                              optimizer=optimizer)  # fmt: skip
+            r.peak_bytes, r.spatial_peak_bytes = p["peak_bytes"], base["peak_bytes"]
+            r.peak_ratio = _ratio(r.peak_bytes, r.spatial_peak_bytes)
+            r.overall_peak_bytes = p.get("overall_peak_bytes")
+            r.spatial_overall_peak_bytes = base.get("overall_peak_bytes")
+            r.overall_ratio = _ratio(r.overall_peak_bytes, r.spatial_overall_peak_bytes)
         out.append(r)
     return out
 
@@ -471,6 +570,10 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     r.add_argument("--no-peak", action="store_true")
     r.add_argument("--threads", type=int, default=1)
     r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--activation", default="spectral_tanh",
+                   help="spectral_tanh (the paper's) or spatial_relu (beyond the paper)")
+    r.add_argument("--optimizer", choices=[*OPTIMIZERS, "none"], default="sgd",
+                   help="optimizer of the measured step, for the overall peak")
     r.add_argument("--workspace-mb", type=float, default=None,
                    help="working memory of each spectral block (default: the library's)")
     args = ap.parse_args(argv)
@@ -504,7 +607,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ws = None if args.workspace_mb is None else int(args.workspace_mb * 2**20)
     rows = memory_ratios(args.model, x, y, args.betas, width=args.width,
                          num_classes=args.num_classes, peak=not args.no_peak,
-                         threads=args.threads, workspace_bytes=ws)  # fmt: skip
+                         threads=args.threads, workspace_bytes=ws,
+                         model_kwargs={"activation": args.activation},
+                         optimizer=None if args.optimizer == "none" else args.optimizer,
+                         )  # fmt: skip
     print(json.dumps([r.as_dict() for r in rows], indent=1))
     return 0
 
