@@ -115,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bn-steps", type=int, default=0)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--feature-weight", type=float, default=0.0)
+    ap.add_argument("--where", choices=["in", "out", "both"], default="both")
+    ap.add_argument("--init-energy", type=float, default=0.999)
     ap.add_argument("--work", default="/tmp/tvm-freq-distill-lite2", help="checkpoints, files")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--repeat", type=int, default=10)
@@ -146,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
             bn_steps=args.bn_steps,
             batch_size=args.batch_size,
             feature_weight=args.feature_weight,
+            where=args.where,
+            init_energy=args.init_energy,
             checkpoint_dir=str(work / tag),
         )
         t0 = time.perf_counter()

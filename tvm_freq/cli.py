@@ -260,6 +260,7 @@ def cmd_learn_masks(args) -> int:
         block_size=args.block_size,
         temperature=args.temperature,
         feature_weight=args.feature_weight,
+        where=args.where,
         mask_steps=args.mask_steps,
         refine_steps=args.refine_steps,
         bn_steps=args.bn_steps,
@@ -323,6 +324,8 @@ def _add_learn_masks(sub) -> None:
     p.add_argument("--block-size", type=int, default=None, help="default: per-layer policy")
     p.add_argument("--temperature", type=float, default=2.0)
     p.add_argument("--feature-weight", type=float, default=0.0)
+    p.add_argument("--where", choices=["in", "out", "both"], default="in",
+                   help="which channels carry FCMasks")  # fmt: skip
     p.add_argument("--mask-steps", type=int, default=200)
     p.add_argument("--refine-steps", type=int, default=100)
     p.add_argument("--bn-steps", type=int, default=0)
