@@ -252,3 +252,27 @@ def test_energy_init_keeps_the_prefix_holding_that_energy():
         assert share[c, n - 1] >= 0.95 - 1e-6  # the kept prefix holds the energy
         assert n == 1 or share[c, n - 2] < 0.95  # and is the shortest that does
     assert int(counts.max()) < 16  # smooth images: high frequencies are dropped
+
+
+def test_learn_masks_cli_onnx_without_onnx2torch_says_what_to_install(
+    tmp_path, monkeypatch, capsys
+):
+    import sys
+
+    from tvm_freq.cli import main
+
+    monkeypatch.setitem(sys.modules, "onnx2torch", None)  # as if not installed
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    from PIL import Image
+
+    for i in range(3):
+        Image.new("RGB", (20, 20), (i * 40, 0, 0)).save(photos / f"{i}.png")
+    args = ["learn-masks", str(model), "--images", str(photos), "--size", "16",
+            "--out", str(tmp_path / "m.json")]  # fmt: skip
+    assert main(args) == 2
+    assert "pip install onnx2torch" in capsys.readouterr().err
+    assert main([*args, "--target-reduction", "0.5"]) == 2
+    assert "target_reduction must be a number >= 1" in capsys.readouterr().err
