@@ -45,6 +45,7 @@ from tvm_freq.kernels.freq_pointwise import (
     gemm_stage,
 )
 
+from tvm_freq.dct import block_grid
 from tvm_freq.target import vector_lanes
 
 __all__ = [
@@ -117,9 +118,8 @@ def is_fused_pointwise(func: tvm.tirx.PrimFunc) -> bool:
         True for kernels from ``fused_pointwise`` that carry no schedule yet.
     """
     attrs = func.attrs or {}
-    return (
-        str(attrs.get(ATTR_KERNEL, "")) == FUSED_KERNEL
-        and not bool(attrs.get("tirx.is_scheduled", False))
+    return str(attrs.get(ATTR_KERNEL, "")) == FUSED_KERNEL and not bool(
+        attrs.get("tirx.is_scheduled", False)
     )
 
 
@@ -261,7 +261,7 @@ def schedule_fused_pointwise(
         sch.vectorize(sch.fuse(i, j) if one_block_wide else j)
     cin_max = int(_param(func, PARAM_PERM).shape[0])
     kkp = int(_param(func, PARAM_IDCT_BASIS).shape[1])
-    nbh, nbw = -(-h // k), -(-w // k)
+    nbh, nbw = block_grid(h, w, k)
     tile = knobs.tile
     if tile == "auto":
         per_block = 4 * (cin_max * qpad + cout * kkp + cin_max * k * k)
@@ -375,9 +375,7 @@ def schedule_fused_pointwise(
 _SAMPLED_ROWS, _SAMPLED_COL_VECTORS = 12, 4
 
 
-def sample_knobs(
-    sch: s_tir.Schedule, lanes: int = 16, *, knobs: FusedKnobs | None = None
-) -> None:
+def sample_knobs(sch: s_tir.Schedule, lanes: int = 16, *, knobs: FusedKnobs | None = None) -> None:
     """MetaSchedule design space: sample each group's GEMM tile, then schedule.
 
     Use :func:`design_space` (or ``ms.space_generator.ScheduleFn(lambda s:

@@ -32,6 +32,8 @@ from tvm.relax.dpl import is_const, is_op, is_tuple, rewrite_call, wildcard
 from tvm_freq.kernels import freq_pointwise as K
 from tvm_freq.kernels.freq_pointwise import COEF_ALIGN, COUT_ALIGN, PIX_ALIGN
 
+from ..dct import num_blocks
+from ..macs import dense_pointwise_macs
 from ..masks import LayerMask, MaskFile, MaskMismatchError
 from .decisions import DecisionReason, LayerDecision, format_layer_table
 from .options import FreqOptions
@@ -246,7 +248,7 @@ class FrequencyBandPointwise:
             cout = _static_shape(call.args[1])[0]
             lm = masks.get(i)
             dec = LayerDecision(i, lm.name if lm else f"pointwise#{i}", cin, cout, h, w)
-            dec.dense_macs = n * cin * cout * h * w
+            dec.dense_macs = dense_pointwise_macs(h, w, cin, cout, n)
             self.decisions.append(dec)
             if lm is None:
                 out.append(None)
@@ -254,7 +256,7 @@ class FrequencyBandPointwise:
             plan = K.plan_bands(lm.kin, lm.kout, lm.block, self.max_groups)
             if self.kernel == "fused":
                 plan = K.align_plan(plan, COUT_ALIGN)
-            blocks = n * (-(-h // lm.block)) * (-(-w // lm.block))
+            blocks = n * num_blocks(h, w, lm.block)
             dec.block = lm.block
             # Count what the kernels really compute (whole groups, aligned prefixes, one
             # DCT over the widest prefix when fused), not the ideal bands.
@@ -331,7 +333,7 @@ class FrequencyBandPointwise:
             consts = K.fused_constants(plan, wnp, bias, coef_align=COEF_ALIGN,
                                        pix_align=PIX_ALIGN)  # fmt: skip
             return relax.call_tir(gv, [data, *[relax.const(c) for c in consts]], out_ty)
-        p = n * (-(-h // k)) * (-(-w // k))
+        p = n * num_blocks(h, w, k)
         y = None
         for g in plan.groups:
             gv_dct = _add(builder, K.truncated_dct(n, cin, h, w, k, g.size, g.cin), "freq_dct")

@@ -74,9 +74,7 @@ class FreqOptions:
         names = [f.name for f in fields(cls)]
         unknown = sorted(set(value) - set(names))
         if unknown:
-            raise TypeError(
-                f"unknown freq_options {unknown}; valid options are {names}"
-            )
+            raise TypeError(f"unknown freq_options {unknown}; valid options are {names}")
         return cls(**value)
 
     def as_kwargs(self) -> dict[str, Any]:
