@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
             ],
             rounds=args.rounds,
         )
-    t = {r.name: r.median_ms for r in rows}
+    t = {r.runtime: r.median_ms for r in rows}
     ort_ms = rows[2].median_ms
     result = {
         "accuracy_report": report.get("accuracy_pruned"),

@@ -28,6 +28,9 @@ from collections.abc import Sequence
 import numpy as np
 from tvm import te, tirx
 
+from tvm_freq.band_plan import COEF_ALIGN as _COEF_ALIGN
+from tvm_freq.band_plan import COUT_ALIGN as _COUT_ALIGN
+from tvm_freq.band_plan import PIX_ALIGN as _PIX_ALIGN
 from tvm_freq.band_plan import BandGroup, BandPlan, align_plan, plan_bands, round_up
 from tvm_freq.dct import dct_basis, padded_size
 
@@ -109,13 +112,10 @@ PARAM_PERM = "perm"  # [cin_max]
 PARAM_DCT_BASIS = "dct_basis"  # [k*k, Qpad]
 PARAM_IDCT_BASIS = "idct_basis"  # [Q, kkp]
 
-#: Output-channel alignment of fused GEMMs (a multiple of every CPU vector width used:
-#: schedules vectorise a group's output channels in vectors of up to this many floats).
-COUT_ALIGN = 16
-#: Coefficient alignment of the fused DCT (whole vectors of 8 floats).
-COEF_ALIGN = 8
-#: Pixel alignment of the fused IDCT's block vectors (whole vectors of 16 floats).
-PIX_ALIGN = 16
+#: The fused kernel's alignments (output channels of a GEMM group, DCT coefficients,
+#: IDCT pixels) are declared with the band plan they pad, so that MACs can be counted
+#: without TVM; they are this module's contract with the schedules all the same.
+COUT_ALIGN, COEF_ALIGN, PIX_ALIGN = _COUT_ALIGN, _COEF_ALIGN, _PIX_ALIGN
 
 
 def dct_group_basis(plan: BandPlan, group: BandGroup) -> np.ndarray:
@@ -410,9 +410,7 @@ def fused_pointwise(
         ch = _clamp(perm[c], cin)  # memory-safe for any table (tuning runs random data)
         if pad:
             inside = tirx.all(hh < h, ww < w)
-            val = te.if_then_else(
-                inside, x[b, ch, tirx.min(hh, h - 1), tirx.min(ww, w - 1)], 0.0
-            )
+            val = te.if_then_else(inside, x[b, ch, tirx.min(hh, h - 1), tirx.min(ww, w - 1)], 0.0)
         else:
             val = x[b, ch, hh, ww]
         return te.sum(val * d_in[r, q], axis=r)
@@ -450,7 +448,8 @@ def fused_pointwise(
 
     yf = te.compute((p, cout, qtot), gather, name=STAGE_FREQ_OUT)
     pix = te.compute(
-        (p, cout, kkp), lambda blk, o_s, ij: te.sum(yf[blk, o_s, rq] * d_out[rq, ij], axis=rq),
+        (p, cout, kkp),
+        lambda blk, o_s, ij: te.sum(yf[blk, o_s, rq] * d_out[rq, ij], axis=rq),
         name=STAGE_IDCT,
     )
 

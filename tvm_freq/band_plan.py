@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tvm_freq.macs import band_sizes
+from tvm_freq.dct import num_blocks
+from tvm_freq.macs import LayerMacs, band_sizes, dense_pointwise_macs
 
 __all__ = ["BandGroup", "BandPlan", "align_plan", "plan_bands", "round_up"]
 
@@ -61,9 +62,7 @@ class BandPlan:
         return sum(g.size * g.cin * g.cout for g in self.groups)
 
 
-def plan_bands(
-    kin: Sequence[int], kout: Sequence[int], k: int, max_groups: int = 4
-) -> BandPlan:
+def plan_bands(kin: Sequence[int], kout: Sequence[int], k: int, max_groups: int = 4) -> BandPlan:
     """Sort channels and group the bands so that few, wide GEMMs cover every kept coefficient.
 
     Groups are chosen by dynamic programming to minimise the padded GEMM MACs
@@ -126,6 +125,17 @@ def plan_bands(
 
 # ----------------------------------------------------------------------------- constants
 
+# The fused kernel's vector alignments. Declared here, beside the plan they pad, so the
+# PyTorch side can count what the kernel computes without importing TVM; the kernel
+# module (``tvm_freq.kernels.freq_pointwise``) re-exports them for its schedules.
+#: Output-channel alignment of fused GEMMs (a multiple of every CPU vector width used:
+#: schedules vectorise a group's output channels in vectors of up to this many floats).
+COUT_ALIGN = 16
+#: Coefficient alignment of the fused DCT (whole vectors of 8 floats).
+COEF_ALIGN = 8
+#: Pixel alignment of the fused IDCT's block vectors (whole vectors of 16 floats).
+PIX_ALIGN = 16
+
 
 def round_up(n: int, multiple: int) -> int:
     """``n`` rounded up to a multiple of ``multiple`` (the vector padding of the kernels).
@@ -166,7 +176,59 @@ def align_plan(plan: BandPlan, multiple: int) -> BandPlan:
         raise ValueError("multiple must be >= 1")
     cout = len(plan.kout)
     groups = tuple(
-        BandGroup(g.n0, g.n1, g.cin, min(cout, round_up(g.cout, multiple)))
-        for g in plan.groups
+        BandGroup(g.n0, g.n1, g.cin, min(cout, round_up(g.cout, multiple))) for g in plan.groups
     )
     return BandPlan(plan.k, plan.kin, plan.kout, plan.perm_in, plan.perm_out, groups)
+
+
+def kernel_macs(
+    kin: Sequence[int],
+    kout: Sequence[int],
+    k: int,
+    shape: tuple[int, int, int, int],
+    out_channels: int,
+    *,
+    fused: bool = True,
+    max_groups: int = 4,
+) -> tuple[BandPlan, LayerMacs]:
+    """The band plan of a masked conv and the MACs its kernels really compute.
+
+    Whole groups, aligned prefixes and, when fused, one DCT over the widest prefix and an
+    IDCT over padded pixel vectors: what the compiler's profitability rule weighs, as
+    opposed to the ideal band count of :func:`tvm_freq.macs.pointwise_macs`.
+
+    Parameters
+    ----------
+    kin, kout : sequence of int
+        Kept zigzag coefficients per input / output channel.
+    k : int
+        Block size.
+    shape : tuple of 4 int
+        Input shape ``(N, Cin, H, W)``.
+    out_channels : int
+        ``Cout``.
+    fused : bool
+        One fused kernel per layer (the default kernel) or staged kernels.
+    max_groups : int
+        Most band groups.
+
+    Returns
+    -------
+    (BandPlan, LayerMacs)
+        The (aligned, when fused) plan and its MAC counts.
+    """
+    n, cin, h, w = shape
+    plan = plan_bands(kin, kout, k, max_groups)
+    if fused:
+        plan = align_plan(plan, COUT_ALIGN)
+    blocks = n * num_blocks(h, w, k)
+    qtot = sum(g.size for g in plan.groups)
+    if fused and plan.groups:
+        dct = blocks * k * k * max(g.cin for g in plan.groups) * round_up(qtot, COEF_ALIGN)
+        idct = blocks * round_up(k * k, PIX_ALIGN) * out_channels * qtot
+    else:
+        dct = blocks * k * k * sum(g.size * g.cin for g in plan.groups)
+        idct = n * h * w * out_channels * qtot
+    gemm = blocks * plan.gemm_macs_per_block()
+    dense = dense_pointwise_macs(h, w, cin, out_channels, n)
+    return plan, LayerMacs(dense=dense, dct=dct, gemm=gemm, idct=idct)

@@ -30,8 +30,9 @@ from tvm import relax
 from tvm.relax.dpl import is_const, is_op, is_tuple, rewrite_call, wildcard
 
 from tvm_freq.kernels import freq_pointwise as K
-from tvm_freq.kernels.freq_pointwise import COEF_ALIGN, COUT_ALIGN, PIX_ALIGN
+from tvm_freq.kernels.freq_pointwise import COEF_ALIGN, PIX_ALIGN
 
+from ..band_plan import kernel_macs
 from ..dct import num_blocks
 from ..macs import dense_pointwise_macs
 from ..masks import LayerMask, MaskFile, MaskMismatchError
@@ -253,25 +254,14 @@ class FrequencyBandPointwise:
             if lm is None:
                 out.append(None)
                 continue
-            plan = K.plan_bands(lm.kin, lm.kout, lm.block, self.max_groups)
-            if self.kernel == "fused":
-                plan = K.align_plan(plan, COUT_ALIGN)
-            blocks = n * num_blocks(h, w, lm.block)
+            # What the kernels really compute (whole groups, aligned prefixes, one DCT over
+            # the widest prefix when fused), not the ideal bands.
+            plan, lmacs = kernel_macs(
+                lm.kin, lm.kout, lm.block, (n, cin, h, w), cout,
+                fused=self.kernel == "fused", max_groups=self.max_groups,
+            )  # fmt: skip
             dec.block = lm.block
-            # Count what the kernels really compute (whole groups, aligned prefixes, one
-            # DCT over the widest prefix when fused), not the ideal bands.
-            qtot = sum(g.size for g in plan.groups)
-            if self.kernel == "fused" and plan.groups:
-                qpad = K.round_up(qtot, COEF_ALIGN)
-                dec.dct_macs = blocks * lm.block**2 * max(g.cin for g in plan.groups) * qpad
-            else:
-                dec.dct_macs = blocks * lm.block**2 * sum(g.size * g.cin for g in plan.groups)
-            dec.gemm_macs = blocks * plan.gemm_macs_per_block()
-            if self.kernel == "fused":  # the IDCT computes whole, padded pixel vectors
-                kkp = K.round_up(lm.block**2, PIX_ALIGN)
-                dec.idct_macs = blocks * kkp * cout * qtot
-            else:
-                dec.idct_macs = n * h * w * cout * qtot
+            dec.dct_macs, dec.gemm_macs, dec.idct_macs = lmacs.dct, lmacs.gemm, lmacs.idct
             dec.mac_ratio = dec.freq_macs / dec.dense_macs
             if i in self.latencies:
                 # Measured kernels beat the MAC model: a dense kernel can be far from its

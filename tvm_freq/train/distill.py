@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..band_plan import kernel_macs
 from ..freq.accounting import ModelMacs, model_macs, refresh_macs
 from ..freq.apply import FreqConfig, apply_, fcmask_parameters, freq_layers, set_submodule, squash
 from ..freq.export import masks_from_model
@@ -389,14 +390,41 @@ def _bn_modules(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
     return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
 
+def _compiler_keeps(layer: Any, row: Any) -> bool:
+    """Whether the compiler's default rule bands this layer with its current rounded masks.
+
+    The rule weighs what the kernels compute (aligned band groups,
+    :func:`tvm_freq.band_plan.kernel_macs`) against the dense conv.
+    """
+    kin, kout = layer.kept_counts()
+    shape = (1, row.in_channels, *row.in_hw)
+    _, lm = kernel_macs(kin, kout, layer.block_size, shape, row.out_channels)
+    return lm.freq < lm.dense
+
+
+def _deployed_reduction(student: nn.Module, base: ModelMacs) -> float:
+    """Whole-network dense MACs over the MACs of the build: banded layers count their
+    bands, layers the compiler keeps dense their dense MACs."""
+    layers = dict(freq_layers(student))
+    cost = base.other
+    for row in refresh_macs(student, base).pointwise:
+        layer = layers.get(row.name)
+        banded = layer is not None and _compiler_keeps(layer, row)
+        cost += row.macs.freq if banded else row.macs.dense
+    return base.network_dense / cost
+
+
 def _round_and_prune(student: nn.Module, base: ModelMacs) -> list[str]:
-    """Squash, then unwrap layers whose band would not save MACs; returns their names."""
+    """Squash, then unwrap the layers the compiler would keep dense; returns their names.
+
+    The student then computes exactly what a build with its mask file computes.
+    """
     squash(student)
-    rows = {p.name: p for p in refresh_macs(student, base).pointwise}
+    rows = {p.name: p for p in base.pointwise}
     dense = []
     for name, layer in list(freq_layers(student)):
         row = rows.get(name)
-        if row is None or row.macs.freq >= row.macs.dense:
+        if row is None or not _compiler_keeps(layer, row):
             set_submodule(student, name, layer.to_conv())
             dense.append(name)
     return dense
@@ -479,7 +507,7 @@ class _Distiller:
         cfg = self.cfg
 
         def deployed() -> float:
-            return refresh_macs(self.student, self.base).deployed_reduction
+            return _deployed_reduction(self.student, self.base)
 
         self.trim = trim_to_target(fcmask_parameters(self.student), deployed, cfg.target_reduction)
         self.dense_names = _round_and_prune(self.student, self.base)
