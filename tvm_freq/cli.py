@@ -77,6 +77,7 @@ def _build(args):
         tuning=_tuning(args),
         threads=args.threads,
         profitability=getattr(args, "profitability", "macs"),
+        freq_options={"force": True} if getattr(args, "force_masks", False) else None,
     )
     print(f"compiled {args.model} in {time.perf_counter() - start:.1f} s", file=sys.stderr)
     print(compiled.report, file=sys.stderr)
@@ -350,6 +351,9 @@ def _common(p: argparse.ArgumentParser, *, model: bool = True) -> None:
         p.add_argument("--profitability", choices=["macs", "measured"], default="macs",
                        help="rewrite a masked layer by MACs, or by its kernels timed in real "
                             "runs (two more compiles)")  # fmt: skip
+        p.add_argument("--force-masks", action="store_true",
+                       help="band every masked layer, profitable or not (a model trained "
+                            "under its masks, BN statistics included, needs this)")  # fmt: skip
         p.add_argument("--trials", type=int, default=0, help="tune kernels without records")
         p.add_argument("--max-trials-per-task", type=int, default=None)
         p.add_argument("--retune", action="store_true", help="also tune kernels with records")
