@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import warnings
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from test_specnet import _block as _any_block
 from torch import nn
 
 import tvm_freq
@@ -32,12 +34,8 @@ D = torch.float64
 RELU = "spatial_relu"
 
 
-def _block(cin, cout, k, padding=None, stride=1, beta=0.0, seed=0, activation=RELU):
-    torch.manual_seed(seed)
-    m = SpectralConv2d(cin, cout, k, padding, stride, beta, activation).double()
-    with torch.no_grad():
-        m.bias.normal_()
-    return m
+# The block maker of the paper's tests (same folder), with the variant by default.
+_block = functools.partial(_any_block, activation=RELU)
 
 
 @pytest.mark.parametrize(
