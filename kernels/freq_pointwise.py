@@ -31,7 +31,14 @@ from tvm import te, tirx
 from tvm_freq.band_plan import COEF_ALIGN as _COEF_ALIGN
 from tvm_freq.band_plan import COUT_ALIGN as _COUT_ALIGN
 from tvm_freq.band_plan import PIX_ALIGN as _PIX_ALIGN
-from tvm_freq.band_plan import BandGroup, BandPlan, align_plan, plan_bands, round_up
+from tvm_freq.band_plan import (
+    BandGroup,
+    BandPlan,
+    align_plan,
+    channel_chunks,
+    plan_bands,
+    round_up,
+)
 from tvm_freq.dct import dct_basis, padded_size
 
 __all__ = [
@@ -61,6 +68,12 @@ __all__ = [
     "STAGE_FREQ_OUT",
     "STAGE_IDCT",
     "STAGE_EPILOGUE",
+    "ATTR_IN_CHUNKS",
+    "ATTR_OUT_CHUNKS",
+    "channel_chunks",
+    "dct_raw_stage",
+    "freq_out_stage",
+    "idct_stage",
     "gemm_stage",
     "PARAM_PERM",
     "PARAM_DCT_BASIS",
@@ -84,11 +97,30 @@ ATTR_K = "tvm_freq.k"
 ATTR_GROUPS = "tvm_freq.groups"
 
 #: Stage (block and buffer) names of :func:`fused_pointwise`, in execution order.
-STAGE_DCT_RAW = "dct_raw"  # unmasked truncated DCT: [cin_max, P, Qpad]
-STAGE_DCT = "dct"  # input masks applied: [cin_max, P, Qpad]
-STAGE_FREQ_OUT = "freq_out"  # output masks and un-grouping: [P, Cout, Q]
-STAGE_IDCT = "idct"  # [P, Cout, kkp]
+STAGE_DCT_RAW = "dct_raw"  # unmasked truncated DCT of input chunk j: [hi - lo, P, need_j]
+STAGE_DCT = "dct"  # chunks merged, input masks applied: [cin_max, P, Qpad]
+STAGE_FREQ_OUT = "freq_out"  # output chunk j, masks and un-grouping: [P, hi - lo, need_j]
+STAGE_IDCT = "idct"  # output chunk j: [P, hi - lo, kkp]
 STAGE_EPILOGUE = "epilogue"  # un-sorting, bias, clip: [N, Cout, H, W]
+#: PrimFunc attributes: the input / output channel chunks (:func:`channel_chunks`) as
+#: ``[lo0, hi0, lo1, hi1, ...]``; chunk ``j``'s stages are named by the helpers below.
+ATTR_IN_CHUNKS = "tvm_freq.in_chunks"
+ATTR_OUT_CHUNKS = "tvm_freq.out_chunks"
+
+
+def dct_raw_stage(chunk: int) -> str:
+    """Stage name of input chunk ``chunk``'s DCT, e.g. ``"dct_raw0"``."""
+    return f"{STAGE_DCT_RAW}{chunk}"
+
+
+def freq_out_stage(chunk: int) -> str:
+    """Stage name of output chunk ``chunk``'s masking and un-grouping, e.g. ``"freq_out0"``."""
+    return f"{STAGE_FREQ_OUT}{chunk}"
+
+
+def idct_stage(chunk: int) -> str:
+    """Stage name of output chunk ``chunk``'s IDCT, e.g. ``"idct0"``."""
+    return f"{STAGE_IDCT}{chunk}"
 
 
 def gemm_stage(group: int) -> str:
@@ -335,16 +367,23 @@ def fused_pointwise(
     Stages, for ``P`` blocks, ``Q = sum(size_g)`` live coefficients and the zigzag DCT
     basis ``D`` (one small matrix shared by every channel):
 
-    * ``dct_raw[c, p, q] = sum_r D[q, r] * X[b, perm[c], pixel(p, r)]`` for the ``cin_max``
-      sorted input channels of the widest group;
-    * ``dct[c, p, q] = dct_raw[c, p, q]`` where ``q < kin[c]``, else 0 (the input masks);
+    * ``dct_raw_j[c, p, q] = sum_r D[q, r] * X[b, perm[c], pixel(p, r)]`` for each run ``j``
+      of sorted input channels (:func:`channel_chunks`), over only the ``need_j``
+      coefficients its channels can keep (rounded up to whole vectors);
+    * ``dct[c, p, q] = dct_raw_j[c, p, q]`` (``c``'s run) where ``q < kin[c]``, else 0
+      (the input masks);
     * ``gemm_g[p, q, s] = sum_c dct[c, p, off_g + q] * W[c, s]`` over the group's prefixes
       (``s``: output channels in sorted order);
-    * ``freq_out[p, s, q] = gemm_{g(q)}[p, q', s]`` where ``s < Cout_g`` and ``q < kout[s]``,
-      else 0 (the output masks);
-    * ``idct[p, s, ij] = sum_q freq_out[p, s, q] * D[q, ij]``;
-    * ``Y[b, o, y, x] = idct[p, rank[o], ij] (+ bias[o]) (clamped)``: back to the original
-      channel order, one whole channel plane at a time.
+    * ``freq_out_j[p, s, q] = gemm_{g(q)}[p, q', s]`` for each run ``j`` of sorted output
+      channels and ``q < need_j``, where ``s < Cout_g`` and ``q < kout[s]``, else 0 (the
+      output masks);
+    * ``idct_j[p, s, ij] = sum_{q < need_j} freq_out_j[p, s, q] * D[q, ij]``;
+    * ``Y[b, o, y, x] = idct_j[p, rank[o], ij] (+ bias[o]) (clamped)``, ``j`` the run of
+      ``rank[o]``: back to the original channel order, one whole channel plane at a time.
+
+    With channels sorted by kept count, a channel's need falls in steps at the group
+    boundaries, so the transforms cost about what the channels keep rather than every
+    channel transforming the widest channel's coefficients.
 
     Masks are applied from the kept counts (``kin``, ``kout``), not folded into per-channel
     bases: the constants stay a few KB, so a block's work streams only its weights, and
@@ -392,6 +431,7 @@ def fused_pointwise(
     qtot = sum(sizes)
     qpad = round_up(qtot, coef_align)
     offs = np.cumsum([0, *sizes]).tolist()
+    in_chunks, out_chunks = channel_chunks(groups)
     x = te.placeholder((n, cin, h, w), dtype, name="X")
     perm = te.placeholder((cin_max,), "int32", name=PARAM_PERM)
     kin = te.placeholder((cin_max,), "int32", name="kin")
@@ -401,60 +441,93 @@ def fused_pointwise(
     kout_s = te.placeholder((cout,), "int32", name="kout")  # sorted order
     rank = te.placeholder((cout,), "int32", name="rank")
     pad = padded_size(h, k) != h or padded_size(w, k) != w
-    r = te.reduce_axis((0, k * k), name="r")
-
-    def dct_body(c, blk, q):
-        b, rest = blk // (bh * bw), blk % (bh * bw)
-        hh = (rest // bw) * k + r // k
-        ww = (rest % bw) * k + r % k
-        ch = _clamp(perm[c], cin)  # memory-safe for any table (tuning runs random data)
-        if pad:
-            inside = tirx.all(hh < h, ww < w)
-            val = te.if_then_else(inside, x[b, ch, tirx.min(hh, h - 1), tirx.min(ww, w - 1)], 0.0)
-        else:
-            val = x[b, ch, hh, ww]
-        return te.sum(val * d_in[r, q], axis=r)
-
-    raw = te.compute((cin_max, p, qpad), dct_body, name=STAGE_DCT_RAW)
     zero = tirx.const(0.0, dtype)
-    xf = te.compute((cin_max, p, qpad),
-                    lambda c, blk, q: tirx.Select(q < kin[c], raw[c, blk, q], zero),
-                    name=STAGE_DCT)  # fmt: skip
+
+    def dct_body(lo: int):
+        r = te.reduce_axis((0, k * k), name="r")
+
+        def body(c, blk, q):
+            b, rest = blk // (bh * bw), blk % (bh * bw)
+            hh = (rest // bw) * k + r // k
+            ww = (rest % bw) * k + r % k
+            ch = _clamp(perm[c + lo], cin)  # memory-safe for any table (tuning runs random data)
+            if pad:
+                inside = tirx.all(hh < h, ww < w)
+                val = te.if_then_else(inside, x[b, ch, tirx.min(hh, h - 1), tirx.min(ww, w - 1)],
+                                      0.0)  # fmt: skip
+            else:
+                val = x[b, ch, hh, ww]
+            return te.sum(val * d_in[r, q], axis=r)
+
+        return body
+
+    # One DCT per input chunk, for the coefficients its channels can keep (padded to whole
+    # vectors); the masking stage merges them into one [cin_max, P, Qpad] operand.
+    raws = [
+        te.compute((hi - lo, p, min(round_up(need, coef_align), qpad)), dct_body(lo),
+                   name=dct_raw_stage(j))
+        for j, (lo, hi, need) in enumerate(in_chunks)
+    ]  # fmt: skip
+
+    def masked(c, blk, q):
+        val = zero
+        for (lo, hi, _), raw in zip(in_chunks, raws, strict=True):
+            qj = int(raw.shape[2])
+            term = raw[_clamp(c - lo, hi - lo), blk, tirx.min(q, qj - 1)]
+            val = te.if_then_else(c >= lo, term, val)  # chunks ascend: the last match wins
+        return tirx.Select(q < kin[c], val, zero)
+
+    xf = te.compute((cin_max, p, qpad), masked, name=STAGE_DCT)
 
     def gemm_body(wt: te.Tensor, rc: tirx.IterVar, off: int):
         return lambda blk, q, o: te.sum(xf[rc, blk, q + off] * wt[rc, o], axis=rc)
 
-    # One sorted weight matrix; every group reads its prefix block, so the weight bytes a
-    # layer streams never exceed the dense conv's (per-group copies would overlap).
+    # One sorted weight matrix; every group reads its prefix block.
     cout_max = max(int(c) for _, _, c in groups)
     wt = te.placeholder((cin_max, cout_max), dtype, name="W")
     yfs = []
     for i, (size, cin_g, cout_g) in enumerate(groups):
         rc = te.reduce_axis((0, cin_g), name="c")
         yfs.append(te.compute((p, size, cout_g), gemm_body(wt, rc, offs[i]), name=gemm_stage(i)))
-    rq = te.reduce_axis((0, qtot), name="q")
 
-    def gather(blk, o_s, q):
-        # Output channel o_s (sorted) of coefficient q: its group's GEMM row, or 0 when
-        # the channel is outside the group's prefix or does not keep q.
-        val = None
-        for i in reversed(range(len(groups))):
-            cout_g = int(groups[i][2])
-            q_local = tirx.max(tirx.min(q - offs[i], sizes[i] - 1), 0)
-            term = te.if_then_else(o_s < cout_g, yfs[i][blk, q_local, tirx.min(o_s, cout_g - 1)],
-                                   zero)  # fmt: skip
-            val = term if val is None else te.if_then_else(q < offs[i + 1], term, val)
-        return te.if_then_else(q < kout_s[o_s], val, zero)
+    def gather(lo: int, need: int):
+        # Output channel lo + s (sorted) of coefficient q < need: its group's GEMM row, or
+        # 0 when the channel is outside the group's prefix or does not keep q.
+        def body(blk, s, q):
+            o_s = s + lo
+            val = None
+            for i in reversed(range(len(groups))):
+                if offs[i] >= need:
+                    continue
+                cout_g = int(groups[i][2])
+                q_local = tirx.max(tirx.min(q - offs[i], sizes[i] - 1), 0)
+                term = te.if_then_else(
+                    o_s < cout_g, yfs[i][blk, q_local, tirx.min(o_s, cout_g - 1)], zero
+                )
+                val = term if val is None else te.if_then_else(q < offs[i + 1], term, val)
+            return te.if_then_else(q < kout_s[o_s], val, zero)
 
-    yf = te.compute((p, cout, qtot), gather, name=STAGE_FREQ_OUT)
-    pix = te.compute(
-        (p, cout, kkp),
-        lambda blk, o_s, ij: te.sum(yf[blk, o_s, rq] * d_out[rq, ij], axis=rq),
-        name=STAGE_IDCT,
-    )
+        return body
+
+    def idct_body(yf: te.Tensor, need: int):
+        rq = te.reduce_axis((0, need), name="q")
+        return lambda blk, s, ij: te.sum(yf[blk, s, rq] * d_out[rq, ij], axis=rq)
+
+    # One IDCT per output chunk, over the coefficients its channels can keep.
+    pixes = []
+    for j, (lo, hi, need) in enumerate(out_chunks):
+        yf = te.compute((p, hi - lo, need), gather(lo, need), name=freq_out_stage(j))
+        pixes.append(te.compute((p, hi - lo, kkp), idct_body(yf, need), name=idct_stage(j)))
 
     def epilogue(b, o, yy, xx):
-        v = pix[(b * bh + yy // k) * bw + xx // k, _clamp(rank[o], cout), (yy % k) * k + xx % k]
+        blk = (b * bh + yy // k) * bw + xx // k
+        ij = (yy % k) * k + xx % k
+        s = _clamp(rank[o], cout)
+        # Channel o's chunk (selects, uniform over a row's vector): a separate merge
+        # stage copying the chunks into one buffer measured slower.
+        v = zero  # channels beyond every chunk keep nothing
+        for (lo, hi, _), pix in zip(out_chunks, pixes, strict=True):
+            v = te.if_then_else(tirx.all(s >= lo, s < hi), pix[blk, _clamp(s - lo, hi - lo), ij], v)
         if bvec is not None:
             v = v + bvec[o]
         if clip is not None:
@@ -470,6 +543,8 @@ def fused_pointwise(
     return func.with_attrs({
         "global_symbol": "freq_fused", ATTR_KERNEL: FUSED_KERNEL, ATTR_K: k,
         ATTR_GROUPS: len(groups),
+        ATTR_IN_CHUNKS: [b for lo, hi, _ in in_chunks for b in (lo, hi)],
+        ATTR_OUT_CHUNKS: [b for lo, hi, _ in out_chunks for b in (lo, hi)],
     })  # fmt: skip
 
 

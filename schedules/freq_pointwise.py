@@ -30,19 +30,21 @@ from tvm import s_tir, tirx
 from tvm.s_tir import meta_schedule as ms
 from tvm_freq.kernels.freq_pointwise import (
     ATTR_GROUPS,
+    ATTR_IN_CHUNKS,
     ATTR_K,
     ATTR_KERNEL,
+    ATTR_OUT_CHUNKS,
     COUT_ALIGN,
     FUSED_KERNEL,
     PARAM_DCT_BASIS,
     PARAM_IDCT_BASIS,
     PARAM_PERM,
     STAGE_DCT,
-    STAGE_DCT_RAW,
     STAGE_EPILOGUE,
-    STAGE_FREQ_OUT,
-    STAGE_IDCT,
+    dct_raw_stage,
+    freq_out_stage,
     gemm_stage,
+    idct_stage,
 )
 
 from tvm_freq.dct import block_grid
@@ -176,6 +178,14 @@ def _gemm_rows(m: int, cap: int) -> int:
     return d if d * 2 > cap or d == m else min(cap, m)
 
 
+def _partition(sch: s_tir.Schedule, loop: s_tir.LoopRV, bounds: list[int], extent: int) -> None:
+    """Partition a channel loop at the chunk bounds (``[lo0, hi0, ...]``), one loop each."""
+    cuts = sorted({0, extent, *(b for b in bounds if 0 < b < extent)})
+    sizes = [b - a for a, b in zip(cuts, cuts[1:], strict=False)]
+    if len(sizes) > 1:
+        sch.loop_partition(loop, sizes[:-1])  # the last part is what remains
+
+
 def _extent(sch: s_tir.Schedule, loop: s_tir.LoopRV) -> int:
     return int(sch.get(loop).extent)
 
@@ -249,7 +259,6 @@ def schedule_fused_pointwise(
     one_block_wide = -(-w // k) == 1
 
     cout = int(func.params[-1].shape[1])
-    qtot = int(_param(func, PARAM_IDCT_BASIS).shape[0])
     qpad = int(_param(func, PARAM_DCT_BASIS).shape[1])
     # The epilogue drives the loop nest: one macroblock (all channels) per iteration.
     epilogue = sch.get_sblock(STAGE_EPILOGUE)
@@ -274,14 +283,24 @@ def schedule_fused_pointwise(
     # vectors in full (the epilogue reads only the real pixels: declare it reads all).
     reads = [r.source.name for r in sch.get(epilogue).reads]
 
-    def block_of(vb, vo, vy, vx):
+    def block_of(vb, vo, vy, vx, size):
         blk = (vb * nbh + vy // k) * nbw + vx // k
-        return [blk, blk + 1, 0, cout, 0, kkp]
+        return [blk, blk + 1, 0, size, 0, kkp]
 
-    _annotate_read(sch, epilogue, reads.index(STAGE_IDCT), block_of)
-    idct = sch.get_sblock(STAGE_IDCT)
-    sch.compute_at(idct, at)
-    sch.compute_at(sch.get_sblock(STAGE_FREQ_OUT), at)
+    in_bounds = [int(b) for b in func.attrs[ATTR_IN_CHUNKS]]
+    out_bounds = [int(b) for b in func.attrs[ATTR_OUT_CHUNKS]]
+    n_in, n_out = len(in_bounds) // 2, len(out_bounds) // 2
+    for j in range(n_out):
+        size = int(_block_buffer(sch, idct_stage(j)).shape[1])
+        _annotate_read(
+            sch,
+            epilogue,
+            reads.index(idct_stage(j)),
+            lambda vb, vo, vy, vx, size=size: block_of(vb, vo, vy, vx, size),
+        )
+    for j in range(n_out):
+        sch.compute_at(sch.get_sblock(idct_stage(j)), at)
+        sch.compute_at(sch.get_sblock(freq_out_stage(j)), at)
     for g in range(num_groups):
         sch.compute_at(sch.get_sblock(gemm_stage(g)), at)
     # Let the DCT compute its padded coefficient vectors in full: the GEMMs read only the
@@ -291,30 +310,34 @@ def schedule_fused_pointwise(
     _annotate_read(sch, gemm0, reads.index(STAGE_DCT),
                    lambda vb, vq, vo, vc: [vc, vc + 1, vb, vb + 1, 0, qpad])  # fmt: skip
     sch.compute_at(sch.get_sblock(STAGE_DCT), at)
-    sch.compute_at(sch.get_sblock(STAGE_DCT_RAW), at)
+    for j in range(n_in):
+        sch.compute_at(sch.get_sblock(dct_raw_stage(j)), at)
 
-    # IDCT micro-kernel: a few (sorted) output channels at a time, each accumulating its
-    # k*k block, vectorised whole, over a rolled coefficient loop. Unrolling the
-    # coefficients would make the shared basis loop-invariant over the channels, and
-    # LLVM would hoist all of it into (spilled) registers.
-    p_, s_, ij, q = _roles(sch, idct, [pt, cout, kkp, qtot], outer)
     to_decompose = []
-    if s_ is not None and ij is not None and q is not None:
-        s0, s1 = sch.split(s_, [None, _largest_divisor(cout, knobs.idct_channels)])
-        sch.reorder(*[x for x in (p_, s0) if x is not None], q, s1, ij)
-        sch.unroll(s1)
-        _vectorize(sch, ij, knobs.lanes)
-        to_decompose.append((idct, q))
-    # Output masks and un-grouping: coefficients unrolled (the group of each is then a
-    # constant), channels vectorised.
-    p_, s_, q = _roles(sch, sch.get_sblock(STAGE_FREQ_OUT), [pt, cout, qtot], outer)
-    if s_ is not None and q is not None:
-        sch.reorder(q, s_)
-        lanes = _pow2_lanes(cout, knobs.lanes)
-        _, sv = sch.split(s_, [None, lanes])
-        if lanes > 1:
-            sch.vectorize(sv)
-        sch.unroll(q)
+    for j in range(n_out):
+        # IDCT micro-kernel: a few (sorted) output channels at a time, each accumulating
+        # its k*k block, vectorised whole, over a rolled coefficient loop. Unrolling the
+        # coefficients would make the shared basis loop-invariant over the channels, and
+        # LLVM would hoist all of it into (spilled) registers.
+        idct = sch.get_sblock(idct_stage(j))
+        size, need = (int(d) for d in _block_buffer(sch, freq_out_stage(j)).shape[1:])
+        p_, s_, ij, q = _roles(sch, idct, [pt, size, kkp, need], outer)
+        if s_ is not None and ij is not None and q is not None:
+            s0, s1 = sch.split(s_, [None, _largest_divisor(size, knobs.idct_channels)])
+            sch.reorder(*[x for x in (p_, s0) if x is not None], q, s1, ij)
+            sch.unroll(s1)
+            _vectorize(sch, ij, knobs.lanes)
+            to_decompose.append((idct, q))
+        # Output masks and un-grouping: coefficients unrolled (the group of each is then
+        # a constant), channels vectorised.
+        p_, s_, q = _roles(sch, sch.get_sblock(freq_out_stage(j)), [pt, size, need], outer)
+        if s_ is not None and q is not None:
+            sch.reorder(q, s_)
+            lanes = _pow2_lanes(size, knobs.lanes)
+            _, sv = sch.split(s_, [None, lanes])
+            if lanes > 1:
+                sch.vectorize(sv)
+            sch.unroll(q)
 
     for g in range(num_groups):
         gemm = sch.get_sblock(gemm_stage(g))
@@ -350,15 +373,22 @@ def schedule_fused_pointwise(
     c_, p_, q_ = _roles(sch, sch.get_sblock(STAGE_DCT), [cin_max, pt, qpad], outer)
     if q_ is not None:
         _vectorize(sch, q_, knobs.lanes)
-    dct = sch.get_sblock(STAGE_DCT_RAW)
-    c_, p_, q_, r_ = _roles(sch, dct, [cin_max, pt, qpad, k * k], outer)
-    if r_ is not None:
+    if c_ is not None:
+        _partition(sch, c_, in_bounds, cin_max)
+    for j in range(n_in):
+        dct = sch.get_sblock(dct_raw_stage(j))
+        size, _, qj = (int(d) for d in _block_buffer(sch, dct_raw_stage(j)).shape)
+        c_, p_, q_, r_ = _roles(sch, dct, [size, pt, qj, k * k], outer)
+        if r_ is None:
+            continue
         # DCT micro-kernel: a few channels at a time, coefficients vectorised, the block's
         # pixels rolled by rows (so the basis row in use is reloaded, not hoisted).
-        c0, c1 = sch.split(c_, [None, _largest_divisor(cin_max, knobs.dct_channels)])
+        c0, c1 = (sch.split(c_, [None, _largest_divisor(size, knobs.dct_channels)])
+                  if c_ is not None else (None, None))  # fmt: skip
         ri, rj = sch.split(r_, [None, k])
         sch.reorder(*[x for x in (c0, p_, ri, rj, c1, q_) if x is not None])
-        sch.unroll(c1)
+        if c1 is not None:
+            sch.unroll(c1)
         sch.unroll(rj)
         if q_ is not None:
             _vectorize(sch, q_, knobs.lanes)

@@ -18,7 +18,15 @@ import numpy as np
 from tvm_freq.dct import num_blocks
 from tvm_freq.macs import LayerMacs, band_sizes, dense_pointwise_macs
 
-__all__ = ["BandGroup", "BandPlan", "align_plan", "plan_bands", "round_up"]
+__all__ = [
+    "BandGroup",
+    "BandPlan",
+    "align_plan",
+    "channel_chunks",
+    "kernel_macs",
+    "plan_bands",
+    "round_up",
+]
 
 
 @dataclass(frozen=True)
@@ -181,6 +189,48 @@ def align_plan(plan: BandPlan, multiple: int) -> BandPlan:
     return BandPlan(plan.k, plan.kin, plan.kout, plan.perm_in, plan.perm_out, groups)
 
 
+def channel_chunks(
+    groups: Sequence[tuple[int, int, int]],
+) -> tuple[list[tuple[int, int, int]], list[tuple[int, int, int]]]:
+    """Runs of sorted channels that need the same number of coefficients.
+
+    A sorted input channel ``c`` is read by the groups whose prefix holds it
+    (``c < Cin_g``), so its DCT needs the coefficients up to the end of the last such
+    group; likewise for output channels and the IDCT. With channels sorted by kept count,
+    these needs fall in steps, one run per group boundary: the transforms compute a
+    run's coefficients only, not every channel's worst case.
+
+    Parameters
+    ----------
+    groups : sequence of (size, cin_g, cout_g)
+        Band groups in coefficient order.
+
+    Returns
+    -------
+    (list, list)
+        Input and output chunks, each ``(lo, hi, need)``: sorted channels ``[lo, hi)``
+        need coefficients ``[0, need)``; ascending ``lo``, channels no group reads left out.
+    """
+    ends = np.cumsum([int(s) for s, _, _ in groups]).tolist()
+
+    def runs(prefixes: list[int]) -> list[tuple[int, int, int]]:
+        need = [0] * max(prefixes)
+        for end, prefix in zip(ends, prefixes, strict=True):
+            for c in range(prefix):
+                need[c] = max(need[c], end)
+        out: list[tuple[int, int, int]] = []
+        for c, q in enumerate(need):
+            if q == 0:
+                continue
+            if out and out[-1][1] == c and out[-1][2] == q:
+                out[-1] = (out[-1][0], c + 1, q)
+            else:
+                out.append((c, c + 1, q))
+        return out
+
+    return runs([int(c) for _, c, _ in groups]), runs([int(c) for _, _, c in groups])
+
+
 def kernel_macs(
     kin: Sequence[int],
     kout: Sequence[int],
@@ -224,8 +274,12 @@ def kernel_macs(
     blocks = n * num_blocks(h, w, k)
     qtot = sum(g.size for g in plan.groups)
     if fused and plan.groups:
-        dct = blocks * k * k * max(g.cin for g in plan.groups) * round_up(qtot, COEF_ALIGN)
-        idct = blocks * round_up(k * k, PIX_ALIGN) * out_channels * qtot
+        # Each channel chunk transforms only the coefficients its channels can keep.
+        ins, outs = channel_chunks([(g.size, g.cin, g.cout) for g in plan.groups])
+        qpad = round_up(qtot, COEF_ALIGN)
+        dct = blocks * k * k * sum((hi - lo) * min(round_up(q, COEF_ALIGN), qpad)
+                                   for lo, hi, q in ins)  # fmt: skip
+        idct = blocks * round_up(k * k, PIX_ALIGN) * sum((hi - lo) * q for lo, hi, q in outs)
     else:
         dct = blocks * k * k * sum(g.size * g.cin for g in plan.groups)
         idct = n * h * w * out_channels * qtot

@@ -160,3 +160,28 @@ def test_fused_kernel_is_unscheduled_and_marked():
         K.fused_pointwise(1, 4, 16, 8, 8, 4, [])
     with pytest.raises(ValueError, match="multiple"):
         K.align_plan(K.plan_bands([1], [1], 2), 0)
+
+
+def test_fused_transforms_are_chunked_by_channel_run():
+    """Each input run's DCT computes only the coefficients its channels can keep, and each
+    output run's IDCT reduces over only those: the stage shapes follow channel_chunks."""
+    groups = [(3, 64, 48), (5, 40, 32), (9, 12, 16)]
+    f = K.fused_pointwise(1, 64, 48, 14, 14, 7, groups)
+    ins, outs = K.channel_chunks(groups)
+    assert ins == [(0, 12, 17), (12, 40, 8), (40, 64, 3)]
+    assert outs == [(0, 16, 17), (16, 32, 8), (32, 48, 3)]
+    assert [int(b) for b in f.attrs[K.ATTR_IN_CHUNKS]] == [0, 12, 12, 40, 40, 64]
+    names = [g(j) for g in (K.dct_raw_stage, K.freq_out_stage) for j in range(3)]
+    shapes = _stage_shapes(f, names)
+    p, qpad = 4, K.round_up(17, K.COEF_ALIGN)
+    assert shapes[K.dct_raw_stage(0)] == [12, p, qpad]
+    assert shapes[K.dct_raw_stage(1)] == [28, p, 8]  # 8 coefficients: one whole vector
+    assert shapes[K.dct_raw_stage(2)] == [24, p, 8]
+    assert [shapes[K.freq_out_stage(j)] for j in range(3)] == [[p, 16, 17], [p, 16, 8],
+                                                               [p, 16, 3]]  # fmt: skip
+
+
+def _stage_shapes(func, names):
+    """Shape of the buffer each named block of ``func`` writes."""
+    sch = tvm.s_tir.Schedule(tvm.IRModule({"main": func}))
+    return {n: [int(d) for d in sch.get(sch.get_sblock(n)).writes[0].source.shape] for n in names}
