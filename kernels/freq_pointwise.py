@@ -62,6 +62,7 @@ __all__ = [
     "FUSED_KERNEL",
     "ATTR_KERNEL",
     "ATTR_K",
+    "ATTR_GEMMS",
     "ATTR_GROUPS",
     "STAGE_DCT_RAW",
     "STAGE_DCT",
@@ -93,8 +94,11 @@ FUSED_KERNEL = "fused_pointwise"
 ATTR_KERNEL = "tvm_freq.kernel"
 #: PrimFunc attribute: macroblock size ``k``.
 ATTR_K = "tvm_freq.k"
-#: PrimFunc attribute: number of band groups (one GEMM stage each).
+#: PrimFunc attribute: number of band groups.
 ATTR_GROUPS = "tvm_freq.groups"
+#: PrimFunc attribute: the ``(group, output run)`` pairs that have a GEMM stage, flattened
+#: as ``[g0, j0, g1, j1, ...]`` (:func:`gemm_stage`).
+ATTR_GEMMS = "tvm_freq.gemms"
 
 #: Stage (block and buffer) names of :func:`fused_pointwise`, in execution order.
 STAGE_DCT_RAW = "dct_raw"  # unmasked truncated DCT of input chunk j: [hi - lo, P, need_j]
@@ -123,20 +127,25 @@ def idct_stage(chunk: int) -> str:
     return f"{STAGE_IDCT}{chunk}"
 
 
-def gemm_stage(group: int) -> str:
-    """Stage name of band group ``group``'s GEMM (``[P, size_g, Cout_g]``).
+def gemm_stage(group: int, chunk: int) -> str:
+    """Stage name of band group ``group``'s GEMM for output run ``chunk``.
+
+    The GEMM is ``[P, size_g, width]``: the group's coefficients for the sorted output
+    channels of the run that lie in the group's prefix.
 
     Parameters
     ----------
     group : int
         Group index, ``0 <= group < attrs[ATTR_GROUPS]``.
+    chunk : int
+        Output run (:func:`channel_chunks`); the pairs present are ``attrs[ATTR_GEMMS]``.
 
     Returns
     -------
     str
-        E.g. ``"gemm0"``.
+        E.g. ``"gemm0_1"``.
     """
-    return f"gemm{group}"
+    return f"gemm{group}_{chunk}"
 
 
 #: Parameter (buffer) names of :func:`fused_pointwise` that schedules read shapes from.
@@ -372,9 +381,9 @@ def fused_pointwise(
       coefficients its channels can keep (rounded up to whole vectors);
     * ``dct[c, p, q] = dct_raw_j[c, p, q]`` (``c``'s run) where ``q < kin[c]``, else 0
       (the input masks);
-    * ``gemm_g[p, q, s] = sum_c dct[c, p, off_g + q] * W[c, s]`` over the group's prefixes
-      (``s``: output channels in sorted order);
-    * ``freq_out_j[p, s, q] = gemm_{g(q)}[p, q', s]`` for each run ``j`` of sorted output
+    * ``gemm_g_j[p, q, s] = sum_c dct[c, p, off_g + q] * W[c, lo_j + s]`` over the group's
+      input prefix, for the sorted output channels of run ``j`` in the group's prefix;
+    * ``freq_out_j[p, s, q] = gemm_{g(q)}_j[p, q', s]`` for each run ``j`` of sorted output
       channels and ``q < need_j``, where ``s < Cout_g`` and ``q < kout[s]``, else 0 (the
       output masks);
     * ``idct_j[p, s, ij] = sum_{q < need_j} freq_out_j[p, s, q] * D[q, ij]``;
@@ -479,33 +488,40 @@ def fused_pointwise(
 
     xf = te.compute((cin_max, p, qpad), masked, name=STAGE_DCT)
 
-    def gemm_body(wt: te.Tensor, rc: tirx.IterVar, off: int):
-        return lambda blk, q, o: te.sum(xf[rc, blk, q + off] * wt[rc, o], axis=rc)
+    def gemm_body(wt: te.Tensor, rc: tirx.IterVar, off: int, lo: int):
+        return lambda blk, q, o: te.sum(xf[rc, blk, q + off] * wt[rc, o + lo], axis=rc)
 
-    # One sorted weight matrix; every group reads its prefix block.
+    # One sorted weight matrix; every group reads its prefix block. Each group's GEMM is
+    # cut at the output runs, so that a run's GEMMs, masking and IDCT can share one strip
+    # of output channels: the strip of weights is then read from memory once for all
+    # groups, not once per group (the groups' prefixes overlap).
     cout_max = max(int(c) for _, _, c in groups)
     wt = te.placeholder((cin_max, cout_max), dtype, name="W")
-    yfs = []
-    for i, (size, cin_g, cout_g) in enumerate(groups):
-        rc = te.reduce_axis((0, cin_g), name="c")
-        yfs.append(te.compute((p, size, cout_g), gemm_body(wt, rc, offs[i]), name=gemm_stage(i)))
+    gemms: dict[tuple[int, int], te.Tensor] = {}
+    for j, (lo, hi, need) in enumerate(out_chunks):
+        for i, (size, cin_g, cout_g) in enumerate(groups):
+            if offs[i] >= need or cout_g <= lo:
+                continue  # no channel of the run reads this group
+            rc = te.reduce_axis((0, cin_g), name="c")
+            width = min(hi, cout_g) - lo
+            gemms[i, j] = te.compute((p, size, width), gemm_body(wt, rc, offs[i], lo),
+                                     name=gemm_stage(i, j))  # fmt: skip
 
-    def gather(lo: int, need: int):
+    def gather(j: int, lo: int, need: int):
         # Output channel lo + s (sorted) of coefficient q < need: its group's GEMM row, or
         # 0 when the channel is outside the group's prefix or does not keep q.
         def body(blk, s, q):
-            o_s = s + lo
             val = None
             for i in reversed(range(len(groups))):
-                if offs[i] >= need:
+                if (i, j) not in gemms:
                     continue
-                cout_g = int(groups[i][2])
+                width = int(gemms[i, j].shape[2])
                 q_local = tirx.max(tirx.min(q - offs[i], sizes[i] - 1), 0)
                 term = te.if_then_else(
-                    o_s < cout_g, yfs[i][blk, q_local, tirx.min(o_s, cout_g - 1)], zero
+                    s < width, gemms[i, j][blk, q_local, tirx.min(s, width - 1)], zero
                 )
                 val = term if val is None else te.if_then_else(q < offs[i + 1], term, val)
-            return te.if_then_else(q < kout_s[o_s], val, zero)
+            return te.if_then_else(q < kout_s[s + lo], val, zero)
 
         return body
 
@@ -516,7 +532,7 @@ def fused_pointwise(
     # One IDCT per output chunk, over the coefficients its channels can keep.
     pixes = []
     for j, (lo, hi, need) in enumerate(out_chunks):
-        yf = te.compute((p, hi - lo, need), gather(lo, need), name=freq_out_stage(j))
+        yf = te.compute((p, hi - lo, need), gather(j, lo, need), name=freq_out_stage(j))
         pixes.append(te.compute((p, hi - lo, kkp), idct_body(yf, need), name=idct_stage(j)))
 
     def epilogue(b, o, yy, xx):
@@ -543,6 +559,7 @@ def fused_pointwise(
     return func.with_attrs({
         "global_symbol": "freq_fused", ATTR_KERNEL: FUSED_KERNEL, ATTR_K: k,
         ATTR_GROUPS: len(groups),
+        ATTR_GEMMS: [x for pair in gemms for x in pair],
         ATTR_IN_CHUNKS: [b for lo, hi, _ in in_chunks for b in (lo, hi)],
         ATTR_OUT_CHUNKS: [b for lo, hi, _ in out_chunks for b in (lo, hi)],
     })  # fmt: skip

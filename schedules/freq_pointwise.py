@@ -29,7 +29,7 @@ import tvm
 from tvm import s_tir, tirx
 from tvm.s_tir import meta_schedule as ms
 from tvm_freq.kernels.freq_pointwise import (
-    ATTR_GROUPS,
+    ATTR_GEMMS,
     ATTR_IN_CHUNKS,
     ATTR_K,
     ATTR_KERNEL,
@@ -223,16 +223,17 @@ def _roles(
     loops = sch.get_loops(block)[outer:]  # below the tile loops
     present = [e for e in extents if e != 1]
     if [_extent(sch, lp) for lp in loops] != present:
-        raise s_tir.ScheduleError(f"unexpected loop nest {loops} for extents {extents}")
+        found = [_extent(sch, lp) for lp in loops]
+        raise s_tir.ScheduleError(f"unexpected loop nest {found} for extents {extents}")
     it = iter(loops)
     return [next(it) if e != 1 else None for e in extents]
 
 
-def _shapes(func: tvm.tirx.PrimFunc) -> tuple[int, int, int, int]:
-    """``k, h, w`` and the number of band groups, read from the kernel's signature."""
+def _shapes(func: tvm.tirx.PrimFunc) -> tuple[int, int, int]:
+    """``k, h, w``, read from the kernel's signature."""
     k = int(func.attrs[ATTR_K])
     h, w = (int(d) for d in func.params[-1].shape[2:])  # params are the buffers here
-    return k, h, w, int(func.attrs[ATTR_GROUPS])
+    return k, h, w
 
 
 def schedule_fused_pointwise(
@@ -250,11 +251,14 @@ def schedule_fused_pointwise(
         Schedule of a module whose ``main`` is a ``fused_pointwise`` kernel.
     knobs : FusedKnobs
         Tile sizes.
-    rows, col_vectors : list, optional
-        Per-group overrides (ints or MetaSchedule ``ExprRV`` decisions), one per group.
+    rows : list, optional
+        GEMM rows per micro-kernel (ints or MetaSchedule ``ExprRV`` decisions), one per
+        GEMM stage in ``attrs[ATTR_GEMMS]`` order.
+    col_vectors : list, optional
+        Output-channel vectors per strip, one per output run.
     """
     func = sch.mod["main"]
-    k, h, w, num_groups = _shapes(func)
+    k, h, w = _shapes(func)
     exact = h % k == 0 and w % k == 0
     one_block_wide = -(-w // k) == 1
 
@@ -298,14 +302,41 @@ def schedule_fused_pointwise(
             reads.index(idct_stage(j)),
             lambda vb, vo, vy, vx, size=size: block_of(vb, vo, vy, vx, size),
         )
+    pairs = [int(x) for x in func.attrs[ATTR_GEMMS]]
+    pairs = list(zip(pairs[0::2], pairs[1::2], strict=True))
+    placed = []
     for j in range(n_out):
-        sch.compute_at(sch.get_sblock(idct_stage(j)), at)
-        sch.compute_at(sch.get_sblock(freq_out_stage(j)), at)
-    for g in range(num_groups):
-        sch.compute_at(sch.get_sblock(gemm_stage(g)), at)
+        # One strip of a run's output channels at a time: the GEMMs of every group for the
+        # strip, then its masking and IDCT, so the strip of weights is read once for all
+        # groups and the strip's coefficients stay in L1.
+        idct = sch.get_sblock(idct_stage(j))
+        sch.compute_at(idct, at)
+        size, need = (int(d) for d in _block_buffer(sch, freq_out_stage(j)).shape[1:])
+        lanes = _pow2_lanes(size, knobs.lanes)
+        cv = col_vectors[j] if col_vectors is not None else _largest_divisor(
+            size // lanes, knobs.col_vectors)  # fmt: skip
+        p_, s_, ij, q = _roles(sch, idct, [pt, size, kkp, need], outer)
+        here = outer
+        cv_value = cv if isinstance(cv, int) else int(sch.get(cv))  # a sampled decision
+        if s_ is not None:
+            strip, s1, s2 = sch.split(s_, [None, cv, lanes])
+            s_ = sch.fuse(s1, s2)
+            if p_ is not None:
+                sch.reorder(strip, p_)
+            sch.compute_at(sch.get_sblock(freq_out_stage(j)), strip)
+            for g, jj in pairs:
+                if jj == j:
+                    sch.compute_at(sch.get_sblock(gemm_stage(g, j)), strip)
+            here = outer + 1
+        else:
+            sch.compute_at(sch.get_sblock(freq_out_stage(j)), at)
+            for g, jj in pairs:
+                if jj == j:
+                    sch.compute_at(sch.get_sblock(gemm_stage(g, j)), at)
+        placed.append((size, need, lanes, min(size, cv_value * lanes), here))
     # Let the DCT compute its padded coefficient vectors in full: the GEMMs read only the
     # live coefficients, so declare that the first one reads them all.
-    gemm0 = sch.get_sblock(gemm_stage(0))
+    gemm0 = sch.get_sblock(gemm_stage(*pairs[0]))
     reads = [r.source.name for r in sch.get(gemm0).reads]
     _annotate_read(sch, gemm0, reads.index(STAGE_DCT),
                    lambda vb, vq, vo, vc: [vc, vc + 1, vb, vb + 1, 0, qpad])  # fmt: skip
@@ -314,61 +345,56 @@ def schedule_fused_pointwise(
         sch.compute_at(sch.get_sblock(dct_raw_stage(j)), at)
 
     to_decompose = []
-    for j in range(n_out):
+    for j, (_, need, lanes, width, here) in enumerate(placed):
+        idct = sch.get_sblock(idct_stage(j))
         # IDCT micro-kernel: a few (sorted) output channels at a time, each accumulating
         # its k*k block, vectorised whole, over a rolled coefficient loop. Unrolling the
         # coefficients would make the shared basis loop-invariant over the channels, and
         # LLVM would hoist all of it into (spilled) registers.
-        idct = sch.get_sblock(idct_stage(j))
-        size, need = (int(d) for d in _block_buffer(sch, freq_out_stage(j)).shape[1:])
-        p_, s_, ij, q = _roles(sch, idct, [pt, size, kkp, need], outer)
+        p_, s_, ij, q = _roles(sch, idct, [pt, width, kkp, need], here)
         if s_ is not None and ij is not None and q is not None:
-            s0, s1 = sch.split(s_, [None, _largest_divisor(size, knobs.idct_channels)])
+            s0, s1 = sch.split(s_, [None, _largest_divisor(width, knobs.idct_channels)])
             sch.reorder(*[x for x in (p_, s0) if x is not None], q, s1, ij)
             sch.unroll(s1)
             _vectorize(sch, ij, knobs.lanes)
             to_decompose.append((idct, q))
         # Output masks and un-grouping: coefficients unrolled (the group of each is then
         # a constant), channels vectorised.
-        p_, s_, q = _roles(sch, sch.get_sblock(freq_out_stage(j)), [pt, size, need], outer)
+        p_, s_, q = _roles(sch, sch.get_sblock(freq_out_stage(j)), [pt, width, need], here)
         if s_ is not None and q is not None:
             sch.reorder(q, s_)
-            lanes = _pow2_lanes(size, knobs.lanes)
             _, sv = sch.split(s_, [None, lanes])
             if lanes > 1:
                 sch.vectorize(sv)
             sch.unroll(q)
-
-    for g in range(num_groups):
-        gemm = sch.get_sblock(gemm_stage(g))
-        size, cout_g = (int(d) for d in _block_buffer(sch, gemm_stage(g)).shape[1:])
-        cin_g = int(sch.get(gemm).iter_vars[3].dom.extent)
-        p_, q_, o_, c_ = _roles(sch, gemm, [pt, size, cout_g, cin_g], outer)
-        m = sch.fuse(p_, q_) if p_ is not None and q_ is not None else p_ or q_
-        if c_ is None:  # a one-channel reduction: nothing worth tiling
-            continue
-        tiles, inner = [], []
-        if o_ is not None:
-            lanes = _pow2_lanes(cout_g, knobs.lanes)  # 16-aligned prefixes: all lanes
-            cv = col_vectors[g] if col_vectors is not None else _largest_divisor(
-                cout_g // lanes, knobs.col_vectors)  # fmt: skip
-            o0, o1, ov = sch.split(o_, [None, cv, lanes])
-            tiles.append(o0)
-            inner += [o1, ov]
-        if m is not None:
-            r = rows[g] if rows is not None else _gemm_rows(_extent(sch, m), knobs.rows)
-            m0, m1 = sch.split(m, [None, r])
-            tiles.append(m0)
-            inner.insert(0, m1)
-            sch.unroll(m1)
-        # Micro-kernel: for each input channel, rows x col_vectors FMAs on vectors of
-        # output channels, with the accumulators in registers.
-        sch.reorder(*tiles, c_, *inner)
-        if o_ is not None:
-            sch.vectorize(ov)
-            sch.unroll(o1)
-        to_decompose.append((gemm, c_))
-
+        for n, (g, jj) in enumerate(pairs):
+            if jj != j:
+                continue
+            gemm = sch.get_sblock(gemm_stage(g, j))
+            gsize, gwidth = (int(d) for d in _block_buffer(sch, gemm_stage(g, j)).shape[1:])
+            cin_g = int(sch.get(gemm).iter_vars[3].dom.extent)
+            p_, q_, o_, c_ = _roles(sch, gemm, [pt, gsize, min(gwidth, width), cin_g], here)
+            m = sch.fuse(p_, q_) if p_ is not None and q_ is not None else p_ or q_
+            if c_ is None:  # a one-channel reduction: nothing worth tiling
+                continue
+            inner = []
+            if o_ is not None:
+                o1, ov = sch.split(o_, [None, _pow2_lanes(min(gwidth, width), lanes)])
+                inner += [o1, ov]
+            if m is not None:
+                r = rows[n] if rows is not None else _gemm_rows(_extent(sch, m), knobs.rows)
+                m0, m1 = sch.split(m, [None, r])
+                inner.insert(0, m1)
+                sch.unroll(m1)
+                # Micro-kernel: for each input channel, rows x col_vectors FMAs on vectors
+                # of output channels, with the accumulators in registers.
+                sch.reorder(m0, c_, *inner)
+            else:
+                sch.reorder(c_, *inner)
+            if o_ is not None:
+                sch.vectorize(inner[-1])
+                sch.unroll(inner[-2])
+            to_decompose.append((gemm, c_))
     # The masking stage: elementwise over the tile's coefficients.
     c_, p_, q_ = _roles(sch, sch.get_sblock(STAGE_DCT), [cin_max, pt, qpad], outer)
     if q_ is not None:
@@ -424,13 +450,16 @@ def sample_knobs(sch: s_tir.Schedule, lanes: int = 16, *, knobs: FusedKnobs | No
     """
     knobs = knobs if knobs is not None else FusedKnobs(lanes=lanes)
     func = sch.mod["main"]
+    pairs = [int(x) for x in func.attrs[ATTR_GEMMS]]
     rows, cols = [], []
-    for g in range(_shapes(func)[3]):
-        size, cout_g = (int(d) for d in _block_buffer(sch, gemm_stage(g)).shape[1:])
+    for g, j in zip(pairs[0::2], pairs[1::2], strict=True):
+        size = int(_block_buffer(sch, gemm_stage(g, j)).shape[1])
         row_opts = [d for d in range(1, min(size, _SAMPLED_ROWS) + 1) if size % d == 0]
-        n_vec = cout_g // _pow2_lanes(cout_g, knobs.lanes)  # as the schedule splits it
-        col_opts = [d for d in range(1, min(n_vec, _SAMPLED_COL_VECTORS) + 1) if n_vec % d == 0]
         rows.append(sch.sample_categorical(row_opts, [1.0 / len(row_opts)] * len(row_opts)))
+    for j in range(len(func.attrs[ATTR_OUT_CHUNKS]) // 2):
+        width = int(_block_buffer(sch, freq_out_stage(j)).shape[1])
+        n_vec = width // _pow2_lanes(width, knobs.lanes)  # as the schedule splits it
+        col_opts = [d for d in range(1, min(n_vec, _SAMPLED_COL_VECTORS) + 1) if n_vec % d == 0]
         cols.append(sch.sample_categorical(col_opts, [1.0 / len(col_opts)] * len(col_opts)))
     schedule_fused_pointwise(sch, knobs, rows=rows, col_vectors=cols)
 

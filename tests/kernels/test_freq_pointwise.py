@@ -179,6 +179,13 @@ def test_fused_transforms_are_chunked_by_channel_run():
     assert shapes[K.dct_raw_stage(2)] == [24, p, 8]
     assert [shapes[K.freq_out_stage(j)] for j in range(3)] == [[p, 16, 17], [p, 16, 8],
                                                                [p, 16, 3]]  # fmt: skip
+    # Each group's GEMM is cut at the output runs it reaches: run 0 (channels 0-15) reads
+    # all three groups, run 2 (channels 32-47) only group 0.
+    pairs = [int(v) for v in f.attrs[K.ATTR_GEMMS]]
+    assert list(zip(pairs[0::2], pairs[1::2], strict=True)) == [(0, 0), (1, 0), (2, 0), (0, 1),
+                                                                 (1, 1), (0, 2)]  # fmt: skip
+    gemm = _stage_shapes(f, [K.gemm_stage(1, 0), K.gemm_stage(0, 2)])
+    assert gemm == {K.gemm_stage(1, 0): [p, 5, 16], K.gemm_stage(0, 2): [p, 3, 16]}
 
 
 def _stage_shapes(func, names):
