@@ -76,7 +76,7 @@ def _build(args):
         masks=getattr(args, "masks", None),
         tuning=_tuning(args),
         threads=args.threads,
-        profitability=getattr(args, "profitability", "macs"),
+        profitability=getattr(args, "profitability", "auto"),
         freq_options={"force": True} if getattr(args, "force_masks", False) else None,
     )
     print(f"compiled {args.model} in {time.perf_counter() - start:.1f} s", file=sys.stderr)
@@ -348,9 +348,12 @@ def _common(p: argparse.ArgumentParser, *, model: bool = True) -> None:
         p.add_argument("--input-shape", type=_shape, default=None, help="e.g. 1,3,224,224")
         p.add_argument("--target", default=None, help="e.g. 'llvm -mcpu=skylake-avx512'")
         p.add_argument("--masks", default=None, help="frequency-band mask file (JSON)")
-        p.add_argument("--profitability", choices=["macs", "measured"], default="macs",
-                       help="rewrite a masked layer by MACs, or by its kernels timed in real "
-                            "runs (two more compiles)")  # fmt: skip
+        p.add_argument("--profitability", choices=["auto", "model", "macs", "measured"],
+                       default="auto",
+                       help="rewrite a masked layer when the target's kernel cost model "
+                            "predicts it faster (auto: the model when the target has one, "
+                            "else MACs), when it saves MACs, or when its kernels timed in "
+                            "real runs say so (two more compiles)")  # fmt: skip
         p.add_argument("--force-masks", action="store_true",
                        help="band every masked layer, profitable or not (a model trained "
                             "under its masks, BN statistics included, needs this)")  # fmt: skip

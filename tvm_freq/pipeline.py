@@ -27,6 +27,7 @@ import os
 import time
 import warnings
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import tvm
@@ -35,19 +36,22 @@ from tvm import relax
 from tvm_freq.schedules import conv2d
 from tvm_freq.schedules.freq_pointwise import default_schedule, is_fused_pointwise
 
+from .cost_model import KernelCostModel, load_cost_model
 from .frontend import ImportedModel, ModelLike, import_model
 from .masks import MaskFile
+from .passes.decisions import DecisionRule
 from .passes.frequency_band_pointwise import apply_masks_to_module
 from .passes.options import FreqOptions, split_freq_options
 from .profitability import match_layer_kernels, measure_latencies
+from .records import default_records_root, shipped_records_root
 from .report import BuildReport
 from .runtime import CompiledModel
-from .target import resolve_target
+from .target import resolve_target, target_key
 from .tuning import Tuning, UntunedWarning, tune
 
 __all__ = [
     "Tuning", "BuildReport", "FreqOptions", "UntunedWarning", "apply_default_schedules", "build",
-    "lower", "tune", "measure_latencies", "match_layer_kernels",
+    "lower", "tune", "measure_latencies", "match_layer_kernels", "find_cost_model", "PROFITABILITY",
 ]  # fmt: skip
 
 
@@ -134,7 +138,7 @@ def build(
     calibrate: Any = None,
     energy: float = 0.99,
     block: int | str = "auto",
-    profitability: str = "macs",
+    profitability: str = "auto",
     measure_rounds: int = 3,
 ) -> CompiledModel:
     """Compile a model for the CPU.
@@ -175,13 +179,17 @@ def build(
         Macroblock size of the masks that ``calibrate`` makes, for every layer
         (``"auto"``: :func:`tvm_freq.calibrate.auto_block` per layer). Only used with
         ``calibrate``: mask files (``masks``) store each layer's block size.
-    profitability : {"macs", "measured"}
-        How a masked layer is judged worth rewriting. ``"macs"``: its frequency path must
-        cost fewer MACs than the dense conv (fast, no measurement). ``"measured"``: time
-        every masked layer's frequency kernel and its dense kernel inside real runs of two
-        extra builds (see :func:`measure_latencies`) and keep the faster one; this
-        catches dense kernels far from their peak and transforms that cost more than
-        their MACs, for two more compiles.
+    profitability : {"auto", "model", "macs", "measured"}
+        How a masked layer is judged worth rewriting. ``"model"``: the target's kernel
+        cost model (:mod:`tvm_freq.cost_model`, stored beside the tuning records as
+        ``cost_model.json``; the shipped records have one for ``skylake-avx512`` with one
+        core) predicts the dense and the frequency kernel's time, and the faster one is
+        kept. ``"macs"``: the frequency path must cost fewer MACs than the dense conv.
+        ``"auto"`` (default): the model when the target has one, else MACs; the report
+        says which (``report.rule``). ``"measured"``: time every masked layer's
+        frequency kernel and its dense kernel inside real runs of two extra builds (see
+        :func:`measure_latencies`) and keep the faster one; exact for this machine, for
+        two more compiles.
     measure_rounds : int
         Interleaved profiling rounds with ``profitability="measured"``.
 
@@ -190,8 +198,10 @@ def build(
     CompiledModel
         The compiled model; ``.report`` says what was tuned and, per layer, what was rewritten.
     """
-    if profitability not in ("macs", "measured"):
-        raise ValueError(f"profitability must be 'macs' or 'measured', got {profitability!r}")
+    if profitability not in PROFITABILITY:
+        raise ValueError(
+            f"profitability must be one of {', '.join(PROFITABILITY)}, got {profitability!r}"
+        )
     if measure_rounds < 1:
         raise ValueError(f"measure_rounds must be >= 1, got {measure_rounds}")
     options, latencies = split_freq_options(freq_options)
@@ -223,10 +233,48 @@ def build(
             latencies = measure_latencies(
                 mod, masks, imported, tgt, tuning, threads, options, rounds=measure_rounds
             )
+        cost_model = None
+        if profitability in ("auto", "model") and latencies is None:
+            cost_model = find_cost_model(tuning, tgt)
+            if cost_model is None and profitability == "model":
+                raise ValueError(
+                    f"no kernel cost model for {target_key(tgt)} in the records; calibrate "
+                    "one with benchmarks/calibrate_cost_model.py, or use "
+                    "profitability='macs' or 'measured'"
+                )
+        report.rule = (
+            DecisionRule.MEASURED if latencies is not None
+            else DecisionRule.MODEL if cost_model is not None else DecisionRule.MACS
+        )  # fmt: skip
         mod, report.layers = apply_masks_to_module(
-            mod, masks=masks, latencies=latencies, **options.as_kwargs()
+            mod, masks=masks, latencies=latencies, cost_model=cost_model, **options.as_kwargs()
         )
     return _compile(mod, imported, tgt, tuning, threads, report)
+
+
+#: Values of ``build(profitability=...)``.
+PROFITABILITY = ("auto", "model", "macs", "measured")
+
+
+def find_cost_model(tuning: Tuning, target: tvm.target.Target) -> KernelCostModel | None:
+    """The kernel cost model for ``target``: the user's records first, then the shipped ones.
+
+    Parameters
+    ----------
+    tuning : Tuning
+        Says where the records are (``records``, ``use_shipped``).
+    target : tvm.target.Target
+        Compilation target.
+
+    Returns
+    -------
+    KernelCostModel or None
+        The model, or None when neither store has one for the target.
+    """
+    roots = [Path(tuning.records).expanduser() if tuning.records else default_records_root()]
+    if tuning.use_shipped:
+        roots.append(shipped_records_root())
+    return load_cost_model(roots, target_key(target))
 
 
 def _compile(

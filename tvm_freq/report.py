@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from .masks import MaskFile
-from .passes.decisions import LayerDecision, format_layer_table
+from .passes.decisions import DecisionRule, LayerDecision, format_layer_table
 
 __all__ = ["BuildReport"]
 
@@ -33,6 +33,8 @@ class BuildReport:
     compile_seconds: float = 0.0
     layers: list[LayerDecision] = field(default_factory=list)
     masks: MaskFile | None = None
+    #: What the layer decisions were based on (None without masks).
+    rule: DecisionRule | None = None
 
     def to_json(self) -> dict:
         """Return a JSON-serialisable dict.
@@ -45,6 +47,7 @@ class BuildReport:
         d = dict(self.__dict__)
         d["layers"] = [x.to_json() for x in self.layers]
         d["masks"] = self.masks.to_dict() if self.masks is not None else None
+        d["rule"] = self.rule.value if self.rule is not None else None
         return d
 
     @classmethod
@@ -71,6 +74,7 @@ class BuildReport:
         d["masks"] = MaskFile.from_dict(masks, source="build report") if masks else None
         d["untuned_tasks"] = list(d.get("untuned_tasks") or [])
         d["default_scheduled"] = list(d.get("default_scheduled") or [])
+        d["rule"] = DecisionRule(d["rule"]) if d.get("rule") else None
         return cls(**d)
 
     def __str__(self) -> str:
@@ -81,6 +85,8 @@ class BuildReport:
             f"untuned: {len(self.untuned_tasks)}, on a default schedule: "
             f"{len(self.default_scheduled)}",
         ]
+        if self.rule is not None:
+            lines.append(f"layer decisions: {self.rule.value}")
         if self.layers:
             lines.append(format_layer_table(self.layers))
         return "\n".join(lines)

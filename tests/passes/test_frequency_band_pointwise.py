@@ -182,6 +182,41 @@ def test_build_with_measured_profitability():
         _build(net, x, masks, profitability="measured", freq_options={"latencies": {}})
 
 
+def test_build_decides_with_the_targets_cost_model(tmp_path):
+    """``profitability="auto"`` uses a cost model found in the records (the user's store
+    here), says so in the report, and falls back to MACs without one; ``"model"`` without
+    one is an error, not a silent fallback."""
+    from tvm_freq.cost_model import COST_MODEL_FILE, KernelCostModel
+    from tvm_freq.passes.decisions import DecisionRule
+    from tvm_freq.target import resolve_target, target_key
+
+    net = Chain().eval()
+    x = torch.randn(1, 3, 16, 16)
+    masks = MaskFile((_mask(0, 24, 16, 4, kin=[3] * 16), _mask(1, 8, 24, 4, kin=[16] * 24)),
+                     num_pointwise=2)  # fmt: skip
+    records = tmp_path / "records"
+    tuning = Tuning(use_shipped=False, records=records)
+
+    def build(**kw):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UntunedWarning)
+            return tvm_freq.build(net, example_inputs=x, masks=masks, tuning=tuning, **kw)
+
+    plain = build()
+    assert plain.report.rule is DecisionRule.MACS
+    with pytest.raises(ValueError, match="no kernel cost model"):
+        build(profitability="model")
+    # A model under which frequency kernels cost nothing: every masked layer is rewritten.
+    free = KernelCostModel("t", (1.0, 0, 0, 1.0), (0.0,) * 7)
+    free.save(records / target_key(resolve_target(None, 1)) / COST_MODEL_FILE)
+    model = build()
+    assert model.report.rule is DecisionRule.MODEL
+    assert all(d.rewritten and d.reason.name == "PREDICTED_FASTER" for d in model.report.layers)
+    assert "layer decisions: model" in str(model.report)
+    forced = build(profitability="macs", freq_options={"force": True})
+    np.testing.assert_allclose(model(x), forced(x), rtol=1e-5, atol=1e-6)
+
+
 def test_mismatched_mask_file_names_the_layer():
     mod = import_model(Mixed().eval(), input_shape=(1, 8, 8, 8)).mod
     wrong_shape = MaskFile((_mask(0, 32, 8, 4, name="features.3.conv"),), num_pointwise=1)

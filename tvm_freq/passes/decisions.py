@@ -17,7 +17,18 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["DecisionReason", "LayerDecision", "format_layer_table"]
+__all__ = ["DecisionReason", "DecisionRule", "LayerDecision", "format_layer_table"]
+
+
+class DecisionRule(enum.Enum):
+    """What a build's layer decisions were based on (``BuildReport.rule``)."""
+
+    #: The frequency path must compute fewer MACs than the dense conv.
+    MACS = "macs"
+    #: The target's kernel cost model predicted both kernels' times.
+    MODEL = "model"
+    #: Both kernels were timed in real runs.
+    MEASURED = "measured"
 
 
 class DecisionReason(enum.Enum):
@@ -37,11 +48,15 @@ class DecisionReason(enum.Enum):
     FASTER = "faster"
     #: Not profitable, rewritten anyway (``force=True``): frequency.
     FORCED = "forced"
+    #: The target's cost model predicts the frequency kernel slower: dense.
+    PREDICTED_SLOWER = "predicted slower"
+    #: The target's cost model predicts the frequency kernel faster: frequency.
+    PREDICTED_FASTER = "predicted faster"
 
 
 #: Reasons of a dense layer, as they read in :attr:`LayerDecision.decision`.
 _DENSE = (DecisionReason.NO_MASK, DecisionReason.UNPROFITABLE, DecisionReason.TOO_LITTLE_GAIN,
-          DecisionReason.SLOWER)  # fmt: skip
+          DecisionReason.SLOWER, DecisionReason.PREDICTED_SLOWER)  # fmt: skip
 
 
 @dataclass
@@ -49,7 +64,9 @@ class LayerDecision:
     """What the pass did with one eligible pointwise conv.
 
     ``mac_ratio`` (frequency-path MACs over dense MACs) is set for every masked layer,
-    ``time_ratio`` (``freq_us / dense_us``) for layers with measured latencies.
+    ``time_ratio`` (``freq_us / dense_us``) for layers with measured latencies, or with
+    times predicted by the target's cost model (reasons ``PREDICTED_*``; ``dense_us`` and
+    ``freq_us`` stay None then: they hold measurements only).
     """
 
     ordinal: int
@@ -86,7 +103,9 @@ class LayerDecision:
         """One-line summary, e.g. ``"freq (0.58x MACs)"`` or ``"dense: no mask"``."""
         numbers = []
         if self.time_ratio is not None:
-            numbers.append(f"{self.time_ratio:.2f}x time")
+            predicted = self.reason in (DecisionReason.PREDICTED_FASTER,
+                                        DecisionReason.PREDICTED_SLOWER)  # fmt: skip
+            numbers.append(f"{self.time_ratio:.2f}x {'predicted ' if predicted else ''}time")
         if self.mac_ratio is not None:
             numbers.append(f"{self.mac_ratio:.2f}x MACs")
         detail = f" ({', '.join(numbers)})" if numbers else ""

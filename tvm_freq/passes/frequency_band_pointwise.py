@@ -33,6 +33,7 @@ from tvm_freq.kernels import freq_pointwise as K
 from tvm_freq.kernels.freq_pointwise import COEF_ALIGN, PIX_ALIGN
 
 from ..band_plan import kernel_macs
+from ..cost_model import KernelCostModel, LayerShape
 from ..dct import num_blocks
 from ..macs import dense_pointwise_macs
 from ..masks import LayerMask, MaskFile, MaskMismatchError
@@ -125,10 +126,16 @@ class FrequencyBandPointwise:
         Measured ``(dense_us, freq_us)`` per conv ordinal (see
         ``tvm_freq.build(..., profitability="measured")``). A layer listed here is
         rewritten when its frequency kernel is at least ``min_saving`` faster than its
-        dense kernel, whatever the MACs say; other layers fall back to the MAC model.
+        dense kernel, whatever the MACs say; other layers fall back to the cost model
+        or the MAC model.
     kernel : {"fused", "staged"}
         One fused kernel per layer (with the bias and ReLU6 epilogue folded in), or
         separate DCT / GEMM / IDCT kernels per band group.
+    cost_model : tvm_freq.cost_model.KernelCostModel, optional
+        Predicts both kernels' times for the target (see :mod:`tvm_freq.cost_model`); a
+        layer without measured latencies is rewritten when its predicted frequency time
+        is at least ``min_saving`` below its predicted dense time. Without it (or with
+        ``kernel="staged"``), the MAC model decides.
 
     ``max_groups``, ``min_saving``, ``force`` and ``kernel`` are the fields of
     :class:`tvm_freq.passes.FreqOptions` (``FrequencyBandPointwise(masks,
@@ -144,6 +151,7 @@ class FrequencyBandPointwise:
         force: bool = False,
         latencies: Mapping[int, tuple[float, float]] | None = None,
         kernel: str = "fused",
+        cost_model: KernelCostModel | None = None,
     ):
         if not isinstance(masks, MaskFile):
             raise TypeError(f"masks must be a tvm_freq.masks.MaskFile, got {type(masks).__name__}")
@@ -158,6 +166,13 @@ class FrequencyBandPointwise:
         if any(not (d > 0 and f > 0) for d, f in self.latencies.values()):
             raise ValueError("latencies must be positive (dense_us, freq_us) pairs")
         self.kernel = kernel
+        if cost_model is not None and not isinstance(cost_model, KernelCostModel):
+            raise TypeError(
+                f"cost_model must be a tvm_freq.cost_model.KernelCostModel, got "
+                f"{type(cost_model).__name__}"
+            )
+        # The model predicts the fused kernel only; staged kernels keep the MAC rule.
+        self.cost_model = cost_model if kernel == "fused" else None
         self.decisions: list[LayerDecision] = []
         # Patterns: conv2d with a constant weight (eligibility is checked separately),
         # optionally followed by a constant bias add and a clip (the fused epilogue).
@@ -274,11 +289,20 @@ class FrequencyBandPointwise:
                     dec.reason = DecisionReason.TOO_LITTLE_GAIN
                 else:
                     dec.reason = DecisionReason.FASTER
+            elif self.cost_model is not None:
+                dense_us, freq_us = self.cost_model.predict(
+                    LayerShape.from_plan((n, cin, h, w), cout, plan, lmacs)
+                )
+                dec.time_ratio = freq_us / dense_us if dense_us > 0 else None
+                faster = freq_us < dense_us * (1.0 - self.min_saving)
+                dec.reason = (DecisionReason.PREDICTED_FASTER if faster
+                              else DecisionReason.PREDICTED_SLOWER)  # fmt: skip
             elif dec.freq_macs >= dec.dense_macs * (1.0 - self.min_saving):
                 dec.reason = DecisionReason.UNPROFITABLE
             else:
                 dec.reason = DecisionReason.PROFITABLE_MACS
-            dec.rewritten = dec.reason in (DecisionReason.FASTER, DecisionReason.PROFITABLE_MACS)
+            dec.rewritten = dec.reason in (DecisionReason.FASTER, DecisionReason.PROFITABLE_MACS,
+                                           DecisionReason.PREDICTED_FASTER)  # fmt: skip
             if self.force and not dec.rewritten:
                 dec.rewritten, dec.reason = True, DecisionReason.FORCED
             out.append((lm, plan) if dec.rewritten else None)

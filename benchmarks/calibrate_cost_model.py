@@ -1,0 +1,179 @@
+"""Calibrate the kernel cost model of this machine's target from in-network kernel timings.
+
+For MobileNetV2 1.0-224 and several mask sets (the bundled masks that remove about 20%
+and 40% of the MACs, and the same masks with every kept count scaled, for more varied
+bands), every masked layer's fused frequency kernel and its dense kernel are timed in
+real runs of the network (``tvm_freq.profitability.measure_latencies``: two builds,
+interleaved profiling rounds). A non-negative linear model per kernel kind is fitted to
+the times (``tvm_freq.cost_model``), and its decisions are checked set by set with the
+set left out of the fit. The model is written where builds find it (the shipped records
+of the target, or ``--out``), with a report in ``docs/results/cost-model.{md,json}``::
+
+    TVM_NUM_THREADS=1 python benchmarks/calibrate_cost_model.py
+
+``tvm_freq.build`` then decides per layer with the model by default
+(``profitability="auto"``). Rerun after changing a kernel or its schedule.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+import warnings
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from tvm_freq import Tuning, UntunedWarning
+from tvm_freq.band_plan import kernel_macs
+from tvm_freq.cost_model import (
+    COST_MODEL_FILE,
+    DENSE_FEATURES,
+    FREQ_FEATURES,
+    LayerShape,
+    fit_cost_model,
+)
+from tvm_freq.frontend import import_model
+from tvm_freq.masks import MaskFile, load_masks
+from tvm_freq.models import bundled_onnx
+from tvm_freq.passes.frequency_band_pointwise import plan_layers
+from tvm_freq.profitability import measure_latencies
+from tvm_freq.records import shipped_records_root
+from tvm_freq.target import resolve_target, target_key
+
+ROOT = Path(__file__).resolve().parents[1]
+MASKS = ROOT / "tvm_freq" / "assets" / "masks"
+
+
+def scaled(masks: MaskFile, factor: float) -> MaskFile:
+    """The masks with every kept count scaled by ``factor`` (at least 1, at most k*k)."""
+
+    def scale(counts, k):
+        return [int(min(k * k, max(1, round(c * factor)))) for c in counts]
+
+    layers = tuple(
+        replace(lm, kin=tuple(scale(lm.kin, lm.block)), kout=tuple(scale(lm.kout, lm.block)))
+        for lm in masks.layers
+    )
+    return replace(masks, layers=layers)
+
+
+def mask_sets() -> list[tuple[str, MaskFile]]:
+    cut20 = load_masks(MASKS / "mobilenetv2-224-cut20.json")
+    cut40 = load_masks(MASKS / "mobilenetv2-224-cut40.json")
+    return [("cut20", cut20), ("cut40", cut40), ("cut20 x0.5", scaled(cut20, 0.5)),
+            ("cut40 x1.5", scaled(cut40, 1.5))]  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved profiling rounds")
+    ap.add_argument("--out", default=None,
+                    help="cost model file (default: the shipped records of the target)")
+    ap.add_argument("--report", default=str(ROOT / "docs" / "results" / "cost-model"))
+    args = ap.parse_args(argv)
+    start = time.perf_counter()
+    target = resolve_target(None, 1)
+    key = target_key(target)
+    imported = import_model(str(bundled_onnx("mobilenetv2-224")))
+    shape = imported.input_shapes[0]
+    samples = []  # (set, ordinal, LayerShape, dense_us, freq_us)
+    for name, masks in mask_sets():
+        t0 = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UntunedWarning)
+            lat = measure_latencies(imported.mod, masks, imported, target, Tuning(),
+                                    rounds=args.rounds)  # fmt: skip
+        convs = {lm.ordinal: lm for lm in masks.layers}
+        sizes = {d.ordinal: (d.height, d.width) for d in plan_layers(imported.mod, masks)}
+        for ordinal, (dense_us, freq_us) in sorted(lat.items()):
+            lm = convs[ordinal]
+            cout, cin = lm.weight_shape[:2]
+            h, w = sizes[ordinal]
+            plan, macs = kernel_macs(lm.kin, lm.kout, lm.block, (shape[0], cin, h, w), cout)
+            samples.append((name, ordinal, LayerShape.from_plan((shape[0], cin, h, w), cout,
+                                                                 plan, macs), dense_us, freq_us))
+        print(f"{name}: {len(lat)} layers timed in {time.perf_counter() - t0:.0f} s",
+              file=sys.stderr, flush=True)  # fmt: skip
+    command = "python benchmarks/calibrate_cost_model.py " + shlex.join(argv or sys.argv[1:])
+    model = fit_cost_model([s[2] for s in samples], [s[3] for s in samples],
+                           [s[4] for s in samples], key, source=command.strip())  # fmt: skip
+    out = Path(args.out) if args.out else shipped_records_root() / key / COST_MODEL_FILE
+    model.save(out)
+    checks = _held_out(samples, key)
+    report = {
+        "command": command.strip(), "target": key, "seconds": time.perf_counter() - start,
+        "model": {"dense": dict(zip(DENSE_FEATURES, model.dense, strict=True)),
+                  "freq": dict(zip(FREQ_FEATURES, model.freq, strict=True))},
+        "held_out": checks,
+        "layers": [{"set": s[0], "ordinal": s[1], "dense_us": s[3], "freq_us": s[4],
+                    "predicted": model.predict(s[2])} for s in samples],
+    }  # fmt: skip
+    Path(args.report + ".json").write_text(json.dumps(report, indent=1) + "\n")
+    Path(args.report + ".md").write_text(_markdown(report))
+    print(_markdown(report))
+    print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
+def _held_out(samples, key: str) -> list[dict]:
+    """Per mask set: the model fitted without it, judged on its layers' real times."""
+    out = []
+    for name in dict.fromkeys(s[0] for s in samples):
+        train = [s for s in samples if s[0] != name]
+        test = [s for s in samples if s[0] == name]
+        m = fit_cost_model([s[2] for s in train], [s[3] for s in train],
+                           [s[4] for s in train], key)  # fmt: skip
+        wrong = lost = best = chosen_macs = 0.0
+        for _, _, layer, dense_us, freq_us in test:
+            pd, pf = m.predict(layer)
+            pick = freq_us if pf < pd else dense_us
+            macs_pick = freq_us if layer.dct_macs + layer.gemm_macs + layer.idct_macs < (
+                layer.n * layer.height * layer.width * layer.cin * layer.cout) else dense_us
+            wrong += (pf < pd) != (freq_us < dense_us)
+            lost += pick - min(dense_us, freq_us)
+            best += min(dense_us, freq_us)
+            chosen_macs += macs_pick - min(dense_us, freq_us)
+        out.append({"set": name, "layers": len(test), "wrong_decisions": int(wrong),
+                    "time_lost_us": lost, "time_lost_us_mac_rule": chosen_macs,
+                    "oracle_us": best,
+                    "median_abs_rel_error_freq": float(np.median([
+                        abs(m.predict(s[2])[1] / s[4] - 1) for s in test])),
+                    "median_abs_rel_error_dense": float(np.median([
+                        abs(m.predict(s[2])[0] / s[3] - 1) for s in test]))})  # fmt: skip
+    return out
+
+
+def _markdown(report: dict) -> str:
+    lines = [
+        f"# Kernel cost model: {report['target']}",
+        "",
+        f"Written by `{report['command']}` ({report['seconds'] / 60:.1f} min). Per mask set, "
+        "the model fitted on the *other* sets decides each layer; the oracle keeps the "
+        "kernel that really ran faster. Times are the layers' pointwise kernels, in "
+        "microseconds, timed inside runs of MobileNetV2 1.0-224 (batch 1, one thread).",
+        "",
+        "| mask set | layers | wrong decisions | time lost (model) | time lost (MAC rule) "
+        "| oracle total | median error freq / dense |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for c in report["held_out"]:
+        lines.append(
+            f"| {c['set']} | {c['layers']} | {c['wrong_decisions']} | {c['time_lost_us']:.0f} "
+            f"| {c['time_lost_us_mac_rule']:.0f} | {c['oracle_us']:.0f} | "
+            f"{c['median_abs_rel_error_freq']:.0%} / {c['median_abs_rel_error_dense']:.0%} |"
+        )
+    lines += ["", "Coefficients (microseconds per unit), fitted on every set:", "",
+              "| kernel | feature | us per unit |", "|---|---|---:|"]  # fmt: skip
+    for kind in ("dense", "freq"):
+        for feat, v in report["model"][kind].items():
+            lines.append(f"| {kind} | {feat} | {v:.3g} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
