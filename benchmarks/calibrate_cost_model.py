@@ -7,9 +7,10 @@ real runs of the network (``tvm_freq.profitability.measure_latencies``: two buil
 interleaved profiling rounds). A non-negative linear model per kernel kind is fitted to
 the times (``tvm_freq.cost_model``), and its decisions are checked set by set with the
 set left out of the fit. The model is written where builds find it (the shipped records
-of the target, or ``--out``), with a report in ``docs/results/cost-model.{md,json}``::
+of the target, or ``--out``), with a report in ``docs/results/cost-model-<target key>.{md,json}``::
 
-    TVM_NUM_THREADS=1 python benchmarks/calibrate_cost_model.py
+    python benchmarks/calibrate_cost_model.py               # one thread
+    python benchmarks/calibrate_cost_model.py --threads 2   # the 2-core target
 
 ``tvm_freq.build`` then decides per layer with the model by default
 (``profitability="auto"``). Rerun after changing a kernel or its schedule.
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
 import time
@@ -72,12 +74,15 @@ def mask_sets() -> list[tuple[str, MaskFile]]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=3, help="interleaved profiling rounds")
+    ap.add_argument("--threads", type=int, default=1, help="runtime threads (the target's cores)")
     ap.add_argument("--out", default=None,
                     help="cost model file (default: the shipped records of the target)")
-    ap.add_argument("--report", default=str(ROOT / "docs" / "results" / "cost-model"))
+    ap.add_argument("--report", default=None,
+                    help="report path without suffix (default docs/results/cost-model-<key>)")
     args = ap.parse_args(argv)
     start = time.perf_counter()
-    target = resolve_target(None, 1)
+    os.environ["TVM_NUM_THREADS"] = str(args.threads)
+    target = resolve_target(None, args.threads)
     key = target_key(target)
     imported = import_model(str(bundled_onnx("mobilenetv2-224")))
     shape = imported.input_shapes[0]
@@ -87,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UntunedWarning)
             lat = measure_latencies(imported.mod, masks, imported, target, Tuning(),
-                                    rounds=args.rounds)  # fmt: skip
+                                    threads=args.threads, rounds=args.rounds)  # fmt: skip
         convs = {lm.ordinal: lm for lm in masks.layers}
         sizes = {d.ordinal: (d.height, d.width) for d in plan_layers(imported.mod, masks)}
         for ordinal, (dense_us, freq_us) in sorted(lat.items()):
@@ -106,15 +111,17 @@ def main(argv: list[str] | None = None) -> int:
     model.save(out)
     checks = _held_out(samples, key)
     report = {
-        "command": command.strip(), "target": key, "seconds": time.perf_counter() - start,
+        "command": command.strip(), "target": key, "threads": args.threads,
+        "seconds": time.perf_counter() - start,
         "model": {"dense": dict(zip(DENSE_FEATURES, model.dense, strict=True)),
                   "freq": dict(zip(FREQ_FEATURES, model.freq, strict=True))},
         "held_out": checks,
         "layers": [{"set": s[0], "ordinal": s[1], "dense_us": s[3], "freq_us": s[4],
                     "predicted": model.predict(s[2])} for s in samples],
     }  # fmt: skip
-    Path(args.report + ".json").write_text(json.dumps(report, indent=1) + "\n")
-    Path(args.report + ".md").write_text(_markdown(report))
+    stem = args.report or str(ROOT / "docs" / "results" / f"cost-model-{key}")
+    Path(stem + ".json").write_text(json.dumps(report, indent=1) + "\n")
+    Path(stem + ".md").write_text(_markdown(report))
     print(_markdown(report))
     print(f"wrote {out}", file=sys.stderr)
     return 0
@@ -155,7 +162,8 @@ def _markdown(report: dict) -> str:
         f"Written by `{report['command']}` ({report['seconds'] / 60:.1f} min). Per mask set, "
         "the model fitted on the *other* sets decides each layer; the oracle keeps the "
         "kernel that really ran faster. Times are the layers' pointwise kernels, in "
-        "microseconds, timed inside runs of MobileNetV2 1.0-224 (batch 1, one thread).",
+        "microseconds, timed inside runs of MobileNetV2 1.0-224 (batch 1, "
+        f"{report['threads']} thread(s)).",
         "",
         "| mask set | layers | wrong decisions | time lost (model) | time lost (MAC rule) "
         "| oracle total | median error freq / dense |",
