@@ -343,7 +343,10 @@ def schedule_pointwise(sch: s_tir.Schedule, knobs: ConvKnobs = ConvKnobs()) -> N
             sch.vectorize(sch.split(tile["f"], [None, lanes])[1])
     fl = sch.get_loops(flat)
     sch.vectorize(sch.split(sch.fuse(fl[-2], fl[-1]), [None, knobs.lanes])[1])
-    _finish_microkernel(sch, conv, rc, inner[:2], inner[2], lanes, f0, knobs)
+    # Threads share channel tiles and pixel tiles: a narrow layer (64 output channels at
+    # 14x14) has a single channel tile.
+    outer = sch.fuse(f0, p0) if knobs.parallel else f0
+    _finish_microkernel(sch, conv, rc, inner[:2], inner[2], lanes, outer, knobs)
 
 
 def schedule_depthwise(sch: s_tir.Schedule, knobs: ConvKnobs = ConvKnobs()) -> None:
@@ -430,7 +433,9 @@ def schedule_general(sch: s_tir.Schedule, knobs: ConvKnobs = ConvKnobs()) -> Non
         sch.vectorize(sch.split(tile["f"], [None, lanes])[1])
     pl = sch.get_loops(pad)
     sch.vectorize(sch.split(pl[-1], [None, min(knobs.lanes, int(sch.get(pl[-1]).extent))])[1])
-    _finish_microkernel(sch, conv, rc, (x1, f1), fv, lanes, f0, knobs)
+    # Threads share channel tiles and output rows (the stem has one channel tile).
+    outer = sch.fuse(f0, y) if knobs.parallel else f0
+    _finish_microkernel(sch, conv, rc, (x1, f1), fv, lanes, outer, knobs)
 
 
 def schedule_matmul(sch: s_tir.Schedule, knobs: ConvKnobs = ConvKnobs()) -> None:

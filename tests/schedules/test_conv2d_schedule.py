@@ -111,6 +111,30 @@ def test_default_schedule_with_threads_is_exact():
     assert np.abs(model(x) - ref).max() / np.abs(ref).max() < 1e-5
 
 
+@pytest.mark.parametrize(
+    ("net", "shape"),
+    [
+        (torch.nn.Conv2d(384, 64, 1), (1, 384, 14, 14)),  # one 64-channel tile
+        (torch.nn.Conv2d(3, 32, 3, stride=2, padding=1), (1, 3, 32, 32)),  # the stem
+    ],
+)
+def test_narrow_convs_give_every_thread_work(net, shape):
+    """With several cores, the parallel loop spans channel tiles *and* pixel tiles / rows:
+    a conv with a single channel tile used to run on one thread."""
+    import re
+
+    import tvm
+    from tvm_freq.schedules.conv2d import default_schedule
+
+    target = tvm.target.Target({"kind": "llvm", "mcpu": "skylake-avx512", "num-cores": 2})
+    mod = lower(import_model(net.eval(), input_shape=shape).mod, target)
+    (func,) = [f for gv, f in mod.functions.items()
+               if gv.name_hint != "main" and conv_kind(f) is not None]  # fmt: skip
+    text = default_schedule(func, target).script()
+    extents = [int(e) for e in re.findall(r"T\.parallel\((?:T\.int64\()?(\d+)", text)]
+    assert extents and max(extents) >= 7, extents
+
+
 def test_knobs_follow_the_target():
     import tvm
 
