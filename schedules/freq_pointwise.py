@@ -3,12 +3,15 @@
 The kernel (``tvm_freq.kernels.freq_pointwise.fused_pointwise``) is written without a
 schedule; this module gives it one:
 
-* one macroblock (all channels) is the unit of work: the DCT, every band GEMM and the
-  IDCT of a block run back to back (``compute_at``), so the block's coefficients stay in
+* a tile of macroblocks (all channels) is the unit of work: the DCT, every band GEMM and
+  the IDCT of a tile run back to back (``compute_at``), so its coefficients stay in
   L1/L2 instead of streaming through memory between stages;
-* the DCT is vectorised over coefficients (a ``k*k`` reduction per channel, unrolled);
-* each band GEMM is a register-tiled micro-kernel: ``rows`` coefficient rows by
-  ``col_vectors`` vectors of output channels, vectorised over output channels;
+* the DCT of each input run is vectorised over the run's coefficients (a ``k*k``
+  reduction per channel, unrolled);
+* each output run is computed strip by strip of output channels: every group's GEMM for
+  the strip, then its masking and IDCT, so a strip of weights is read once for all
+  groups; each GEMM is a register-tiled micro-kernel of ``rows`` coefficient rows by
+  ``col_vectors`` vectors of output channels;
 * the IDCT is vectorised along image rows (a whole block when the image is one block
   wide), with the coefficient loop unrolled so that the per-group selects fold away.
 
@@ -74,7 +77,8 @@ class FusedKnobs:
         Most GEMM rows (block x coefficient) per micro-kernel; the largest divisor of
         the group's rows up to this is used.
     col_vectors : int
-        Most output-channel vectors per micro-kernel.
+        Most output-channel vectors per strip (and per GEMM micro-kernel): each output
+        run is computed one strip at a time.
     dct_channels, idct_channels : int
         Channels per DCT / IDCT micro-kernel (the largest divisor up to this is used).
     tile : {"auto", "block", "row", "image"}
