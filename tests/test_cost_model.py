@@ -114,3 +114,9 @@ def test_the_pass_decides_with_the_model():
     assert staged.reason in (DecisionReason.PROFITABLE_MACS, DecisionReason.UNPROFITABLE)
     with pytest.raises(TypeError, match="KernelCostModel"):
         plan_layers(mod, masks, cost_model={"dense": 1})
+    # Masks written from a model that applies them are banded whatever the model predicts:
+    # dense would compute a different function than the model they come from.
+    trained = MaskFile(masks.layers, 1, trained=True)
+    (kept,) = plan_layers(mod, trained, cost_model=dear_freq)
+    assert kept.rewritten and kept.reason is DecisionReason.TRAINED
+    assert kept.decision.startswith("freq")

@@ -62,7 +62,8 @@ def test_masks_from_model_and_round_trip(squashed, tmp_path):
     doc = json.loads(path.read_text())
     assert doc["format"] == "tvm_freq.masks" and doc["version"] == 1
     assert doc["padding"] == "zero-bottom-right"
-    assert doc["model"] == {"num_pointwise": 34, "name": "mobilenetv2-cifar"}
+    # Written from a model that applies the masks: every listed layer must be banded.
+    assert doc["model"] == {"num_pointwise": 34, "name": "mobilenetv2-cifar", "trained": True}
     assert set(doc["layers"][0]) == {"name", "ordinal", "weight_shape", "block", "kin", "kout"}
     assert len(path.read_text().splitlines()) == 33 + 8  # one line per layer
     assert load_masks(path) == mf
@@ -186,6 +187,20 @@ def test_load_missing_and_invalid_json(tmp_path):
     path.write_text(json.dumps(_doc()))
     mf = load_masks(path)
     assert mf.layers[0].kin == (4, 1, 0) and mf.model_name is None
+
+
+def test_trained_flag_reads_old_files_and_rejects_bad_values(tmp_path):
+    """Files written before the flag are profiling-only masks; a non-boolean is refused."""
+    lm = LayerMask("a", 0, (2, 3, 1, 1), 2, [1, 2, 3], [4, 4])
+    doc = MaskFile((lm,), 1).to_dict()
+    assert doc["model"]["trained"] is False
+    del doc["model"]["trained"]
+    (tmp_path / "old.json").write_text(json.dumps(doc))
+    assert load_masks(tmp_path / "old.json").trained is False
+    doc["model"]["trained"] = "yes"
+    (tmp_path / "bad.json").write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match="trained must be true or false"):
+        load_masks(tmp_path / "bad.json")
 
 
 def test_maskfile_validation():

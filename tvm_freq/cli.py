@@ -355,8 +355,9 @@ def _common(p: argparse.ArgumentParser, *, model: bool = True) -> None:
                             "else MACs), when it saves MACs, or when its kernels timed in "
                             "real runs say so (two more compiles)")  # fmt: skip
         p.add_argument("--force-masks", action="store_true",
-                       help="band every masked layer, profitable or not (a model trained "
-                            "under its masks, BN statistics included, needs this)")  # fmt: skip
+                       help="band every masked layer, profitable or not (mask files marked "
+                            "trained are banded anyway; older files of a model trained under "
+                            "its masks need this)")  # fmt: skip
         p.add_argument("--trials", type=int, default=0, help="tune kernels without records")
         p.add_argument("--max-trials-per-task", type=int, default=None)
         p.add_argument("--retune", action="store_true", help="also tune kernels with records")

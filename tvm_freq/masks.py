@@ -152,11 +152,18 @@ class MaskFile:
         How many eligible pointwise convs the model has.
     model_name : str, optional
         Zoo name or any label.
+    trained : bool
+        The masks come from a model that applies them (written from PyTorch after
+        training, distillation or :func:`tvm_freq.freq.squash`): that model computes every
+        listed layer banded, so the compiler bands every listed layer too, whatever its
+        profitability rule says. False for profiling-only masks (``tvm_freq.calibrate``),
+        which leave the decision per layer to the compiler.
     """
 
     layers: tuple[LayerMask, ...]
     num_pointwise: int
     model_name: str | None = None
+    trained: bool = False
 
     def __post_init__(self) -> None:
         layers = tuple(sorted(self.layers, key=lambda lm: lm.ordinal))
@@ -165,6 +172,8 @@ class MaskFile:
             raise ValueError(f"num_pointwise must be an int >= 0, got {self.num_pointwise!r}")
         if self.model_name is not None and not isinstance(self.model_name, str):
             raise ValueError(f"model name must be a string or null, got {self.model_name!r}")
+        if not isinstance(self.trained, bool):
+            raise ValueError(f"trained must be true or false, got {self.trained!r}")
         names, ordinals = set(), set()
         for lm in layers:
             if not isinstance(lm, LayerMask):
@@ -203,7 +212,8 @@ class MaskFile:
             "format": FORMAT,
             "version": VERSION,
             "padding": PADDING,
-            "model": {"num_pointwise": self.num_pointwise, "name": self.model_name},
+            "model": {"num_pointwise": self.num_pointwise, "name": self.model_name,
+                      "trained": self.trained},  # fmt: skip
             "layers": [lm.to_dict() for lm in self.layers],
         }
 
@@ -262,7 +272,9 @@ class MaskFile:
             except ValueError as e:
                 raise ValueError(f"{source}: {e}") from None
         try:
-            return cls(tuple(layers), model["num_pointwise"], model.get("name"))
+            # Files written before the flag existed read as profiling-only masks.
+            return cls(tuple(layers), model["num_pointwise"], model.get("name"),
+                       model.get("trained", False))  # fmt: skip
         except ValueError as e:
             raise ValueError(f"{source}: {e}") from None
 

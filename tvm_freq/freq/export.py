@@ -44,7 +44,7 @@ def masks_from_model(
     Returns
     -------
     MaskFile
-        One entry per wrapped layer.
+        One entry per wrapped layer, marked ``trained`` (the compiler bands them all).
     """
     sites = pointwise_sites(model, example_input)
     layers = []
@@ -66,7 +66,8 @@ def masks_from_model(
                 [int(v) for v in kout],
             )
         )
-    return MaskFile(tuple(layers), len(sites), model_name)
+    # The model applies these masks: a build must band every listed layer to match it.
+    return MaskFile(tuple(layers), len(sites), model_name, trained=True)
 
 
 def check_masks_match(maskfile: MaskFile, model: nn.Module, example_input: Any) -> None:

@@ -52,6 +52,8 @@ class DecisionReason(enum.Enum):
     PREDICTED_SLOWER = "predicted slower"
     #: The target's cost model predicts the frequency kernel faster: frequency.
     PREDICTED_FASTER = "predicted faster"
+    #: The mask file is ``trained``: the model it comes from computes this layer banded.
+    TRAINED = "trained under its mask"
 
 
 #: Reasons of a dense layer, as they read in :attr:`LayerDecision.decision`.

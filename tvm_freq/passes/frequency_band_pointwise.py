@@ -121,7 +121,9 @@ class FrequencyBandPointwise:
         Rewrite only when the frequency path saves at least this fraction of the dense
         MACs (0 = any saving).
     force : bool
-        Rewrite every masked conv, profitable or not (for tests and measurements).
+        Rewrite every masked conv, profitable or not (for tests and measurements). A
+        ``trained`` mask file (see :class:`tvm_freq.masks.MaskFile`) has every listed conv
+        rewritten anyway.
     latencies : mapping of int to (float, float), optional
         Measured ``(dense_us, freq_us)`` per conv ordinal (see
         ``tvm_freq.build(..., profitability="measured")``). A layer listed here is
@@ -303,6 +305,9 @@ class FrequencyBandPointwise:
                 dec.reason = DecisionReason.PROFITABLE_MACS
             dec.rewritten = dec.reason in (DecisionReason.FASTER, DecisionReason.PROFITABLE_MACS,
                                            DecisionReason.PREDICTED_FASTER)  # fmt: skip
+            if self.masks.trained and not dec.rewritten:
+                # The model computes this layer banded: dense would be a different function.
+                dec.rewritten, dec.reason = True, DecisionReason.TRAINED
             if self.force and not dec.rewritten:
                 dec.rewritten, dec.reason = True, DecisionReason.FORCED
             out.append((lm, plan) if dec.rewritten else None)

@@ -11,8 +11,9 @@ penalty. :func:`distill_masks` runs, in order:
 2. **trim and round**: all FCMasks move by one common offset so the rounded masks just
    meet the target (:func:`~tvm_freq.train.trim.trim_to_target`), then they are rounded
    to 0/1 prefixes (:func:`~tvm_freq.freq.squash`). Layers whose band would not save
-   MACs go back to plain convs and leave the mask file, so the student computes exactly
-   what a build of the mask file with ``force`` (``--force-masks``) computes;
+   MACs go back to plain convs and leave the mask file, whose layers the compiler then
+   bands all (the file is marked trained), so the student computes exactly what a
+   build computes;
 3. **refine**: the weights learn by distillation with the masks frozen;
 4. **bn** (optional): batch-norm statistics re-estimated on the training views, then the
    batch-norm scales and shifts fine-tuned (the paper's BN fine-tune).
@@ -417,8 +418,8 @@ def _deployed_reduction(student: nn.Module, base: ModelMacs) -> float:
 def _round_and_prune(student: nn.Module, base: ModelMacs) -> list[str]:
     """Squash, then unwrap the layers the compiler would keep dense; returns their names.
 
-    The student then computes exactly what a build with its mask file and ``force``
-    computes (the file lists only the banded layers).
+    The student then computes exactly what a build with its mask file computes (the file
+    lists only the banded layers, marked trained).
     """
     squash(student)
     rows = {p.name: p for p in base.pointwise}
