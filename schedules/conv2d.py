@@ -323,15 +323,25 @@ def schedule_pointwise(sch: s_tir.Schedule, knobs: ConvKnobs = ConvKnobs()) -> N
         rows = _largest_divisor(channels, knobs.rows)
         p0, p1, pv = sch.split(p, [None, vecs, lanes])
         f0, f1 = sch.split(f, [None, rows])
-        sch.reorder(n, f0, p0, rc, ry, rx, f1, p1, pv)
+        # Pixel tiles outermost when the input is the bigger stream (Cin >= Cout) or threads
+        # share the work: a tile of activations ([Cin, vecs * lanes], in cache) then serves
+        # every channel tile, instead of the whole input streaming once per channel tile
+        # (and once per thread). One thread on a widening conv writes its output planes in
+        # order faster with channel tiles outermost.
+        pixels_outer = int(sch.get(rc).extent) >= channels or knobs.parallel
+        if pixels_outer:
+            sch.reorder(n, p0, f0, rc, ry, rx, f1, p1, pv)
+        else:
+            sch.reorder(n, f0, p0, rc, ry, rx, f1, p1, pv)
         inner = (f1, p1, pv)
     else:
+        pixels_outer = False
         rows = _largest_divisor(pixels, knobs.rows)
         f0, f1, fv = sch.split(f, [None, vecs, lanes])
         p0, p1 = sch.split(p, [None, rows])
         sch.reorder(n, f0, p0, rc, ry, rx, p1, f1, fv)
         inner = (p1, f1, fv)
-    sch.reverse_compute_at(last, p0)
+    sch.reverse_compute_at(last, f0 if pixels_outer else p0)  # the inner tile loop
     if over_pixels:
         tile = _tile_loops(sch, last, 3, f=rows, p=vecs * lanes)
         sch.vectorize(sch.split(tile["p"], [None, lanes])[1])
@@ -345,7 +355,8 @@ def schedule_pointwise(sch: s_tir.Schedule, knobs: ConvKnobs = ConvKnobs()) -> N
     sch.vectorize(sch.split(sch.fuse(fl[-2], fl[-1]), [None, knobs.lanes])[1])
     # Threads share channel tiles and pixel tiles: a narrow layer (64 output channels at
     # 14x14) has a single channel tile.
-    outer = sch.fuse(f0, p0) if knobs.parallel else f0
+    first, second = (p0, f0) if pixels_outer else (f0, p0)
+    outer = sch.fuse(first, second) if knobs.parallel else first
     _finish_microkernel(sch, conv, rc, inner[:2], inner[2], lanes, outer, knobs)
 
 
