@@ -320,23 +320,18 @@ def schedule_fused_pointwise(
         cv = col_vectors[j] if col_vectors is not None else _largest_divisor(
             size // lanes, knobs.col_vectors)  # fmt: skip
         p_, s_, ij, q = _roles(sch, idct, [pt, size, kkp, need], outer)
-        here = outer
+        here, where = outer, at
         cv_value = cv if isinstance(cv, int) else int(sch.get(cv))  # a sampled decision
         if s_ is not None:
-            strip, s1, s2 = sch.split(s_, [None, cv, lanes])
+            where, s1, s2 = sch.split(s_, [None, cv, lanes])  # the strip loop
             s_ = sch.fuse(s1, s2)
             if p_ is not None:
-                sch.reorder(strip, p_)
-            sch.compute_at(sch.get_sblock(freq_out_stage(j)), strip)
-            for g, jj in pairs:
-                if jj == j:
-                    sch.compute_at(sch.get_sblock(gemm_stage(g, j)), strip)
+                sch.reorder(where, p_)
             here = outer + 1
-        else:
-            sch.compute_at(sch.get_sblock(freq_out_stage(j)), at)
-            for g, jj in pairs:
-                if jj == j:
-                    sch.compute_at(sch.get_sblock(gemm_stage(g, j)), at)
+        sch.compute_at(sch.get_sblock(freq_out_stage(j)), where)
+        for g, jj in pairs:
+            if jj == j:
+                sch.compute_at(sch.get_sblock(gemm_stage(g, j)), where)
         placed.append((size, need, lanes, min(size, cv_value * lanes), here))
     # Let the DCT compute its padded coefficient vectors in full: the GEMMs read only the
     # live coefficients, so declare that the first one reads them all.

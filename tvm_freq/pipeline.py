@@ -27,7 +27,6 @@ import os
 import time
 import warnings
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import tvm
@@ -43,7 +42,7 @@ from .passes.decisions import DecisionRule
 from .passes.frequency_band_pointwise import apply_masks_to_module
 from .passes.options import FreqOptions, split_freq_options
 from .profitability import match_layer_kernels, measure_latencies
-from .records import default_records_root, shipped_records_root
+from .records import RecordStore, shipped_records_root
 from .report import BuildReport
 from .runtime import CompiledModel
 from .target import resolve_target, target_key
@@ -271,7 +270,7 @@ def find_cost_model(tuning: Tuning, target: tvm.target.Target) -> KernelCostMode
     KernelCostModel or None
         The model, or None when neither store has one for the target.
     """
-    roots = [Path(tuning.records).expanduser() if tuning.records else default_records_root()]
+    roots = [RecordStore(tuning.records).root]  # the same user store the records use
     if tuning.use_shipped:
         roots.append(shipped_records_root())
     return load_cost_model(roots, target_key(target))
