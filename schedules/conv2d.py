@@ -9,10 +9,13 @@ tuning record matches, :func:`default_schedule` gives each a hand-written schedu
   output channels are the register rows (weights broadcast, activations loaded as
   vectors). Otherwise (14x14, 7x7 maps) output channels are vectorised from a transposed
   copy of the weights, and pixels are the rows; the accumulators live in ``[p, f]`` order
-  and the epilogue transposes the tile once.
+  and the epilogue transposes the tile once. Maps that suit neither (17x17, 9x9 with
+  narrow channels; 130x130, 65x65, 33x33, where padding is nearly free) compute on pixels
+  padded with zeros to whole tiles (``pad_einsum``); see :func:`_padded_pixel_step`.
 - **depthwise** (block ``group_conv2d_nchw`` with one input channel per group): per
   channel, the padded plane is built once, then each output row accumulates the ``k x k``
-  taps on vectors of output columns.
+  taps on vectors of output columns. With stride 2 the plane's columns are stored by
+  phase (even, odd), so each tap reads contiguous vectors.
 - **general** (any other ``conv2d_nchw``: a 3x3 stride-2 stem, a strided or padded 1x1):
   output channels vectorised from transposed weights, output columns as register rows.
 - **matmul** (``[M, K] x [K, N]``, e.g. a classifier): vectors of ``N`` accumulated over
@@ -281,6 +284,51 @@ def _read_index(sch: s_tir.Schedule, block: s_tir.SBlockRV, buffer: object) -> i
     return names.index(buffer.name)  # type: ignore[attr-defined]
 
 
+def _padded_pixel_step(pixels: int, channels: int, knobs: ConvKnobs) -> int:
+    """The multiple to pad the pixel axis to, or 0 when the kernel needs no padding.
+
+    Pixels are vectorised when whole vectors divide them, or when padding them with zeros
+    to whole tiles of ``lanes * vecs`` adds at most 5% (130x130, 65x65, 33x33 maps).
+    Otherwise output channels are vectorised, when whole vectors divide them and the
+    register tile (pixel rows that divide the pixels, times vectors that divide the
+    channels) holds at least a fifth of the accumulators the knobs allow (14x14 and 7x7
+    maps, where padding would add 14-30%; 9x9 with 1248 channels). Layers that fit
+    neither (17x17 with 88 channels: one row of one half-width vector; 9x9 with 208
+    channels: 3 accumulators) are padded when that adds at most half the pixels: measured
+    inside EfficientNet-Lite2, that ran 1.3-5.6x faster. Tiny maps (1x1, 4x4) are not.
+    The tile is the one with the fewest padded pixels over 2 or more vectors per row,
+    then the most vectors.
+    """
+    if pixels % knobs.lanes == 0:
+        return 0
+    steps = [knobs.lanes * v for v in range(max(1, min(2, knobs.col_vectors)),
+                                               knobs.col_vectors + 1)]  # fmt: skip
+    step = min(steps, key=lambda s: (-(-pixels // s) * s, -s))
+    if -(-pixels // step) * step <= pixels * 1.05:
+        return step
+    if channels % knobs.lanes == 0:
+        tile = _largest_divisor(pixels, knobs.rows) * _vector_tile(channels, knobs)[1]
+        if tile >= max(2, knobs.rows * knobs.col_vectors // 5):
+            return 0
+    # A few pixels (a 1x1 or 4x4 map) would mostly compute zeros: channels stay the vector.
+    return step if -(-pixels // step) * step <= pixels * 1.5 else 0
+
+
+def _pad_pixels(
+    sch: s_tir.Schedule, conv: s_tir.SBlockRV, flat: s_tir.SBlockRV, pixels: int, step: int
+) -> s_tir.SBlockRV:
+    """Pad the GEMM's pixel axis to a multiple of ``step``; return the padded input copy.
+
+    The padded activations are zero past ``pixels``, and the epilogue reads only the real
+    pixels of the padded accumulators, so the padding never reaches the output.
+    """
+    sch.pad_einsum(conv, [1, 1, step, 1, 1, 1])
+    (padded_in,) = [b for b in sch.get_producers(conv) if sch.get(b).name_hint.endswith("_pad")]
+    sch.compute_inline(flat)  # the flattening copy reads straight into the padded one
+    sch.compute_inline(sch.get_consumers(conv)[0])  # the unpadding copy, into the epilogue
+    return padded_in
+
+
 def schedule_pointwise(sch: s_tir.Schedule, knobs: ConvKnobs = ConvKnobs()) -> None:
     """Schedule a legalised pointwise conv (with its fused epilogue) in place.
 
@@ -302,9 +350,11 @@ def schedule_pointwise(sch: s_tir.Schedule, knobs: ConvKnobs = ConvKnobs()) -> N
     # Activations as [n, c, p]: contiguous vectors of pixels, no div/mod in the GEMM.
     flat = sch.cache_read(conv, _read_index(sch, conv, func.params[0]), "global")
     sch.transform_layout(flat, ("write", 0), lambda n, c, y, x: (n, c, y * width + x))
-    over_pixels = pixels % knobs.lanes == 0
+    step = _padded_pixel_step(pixels, channels, knobs)
+    padded = -(-pixels // step) * step if step else pixels
+    over_pixels = pixels % knobs.lanes == 0 or step > 0
     if over_pixels:
-        lanes, vecs = _vector_tile(pixels, knobs)
+        lanes, vecs = _vector_tile(padded, knobs)
         sch.transform_layout(conv, ("write", 0), lambda n, f, y, x: (n, f, y * width + x))
     else:
         # Vectorise output channels: weights packed as [f tile, c, f in tile] (folded at
@@ -318,6 +368,8 @@ def schedule_pointwise(sch: s_tir.Schedule, knobs: ConvKnobs = ConvKnobs()) -> N
         conv, lambda n, f, y, x, rc, ry, rx: (n, f, y * width + x, rc, ry, rx)
     )
     sch.transform_block_layout(last, lambda n, f, y, x: (n, f, y * width + x))
+    if padded != pixels:
+        flat = _pad_pixels(sch, conv, flat, pixels, step)
     n, f, p, rc, ry, rx = sch.get_loops(conv)
     if over_pixels:
         rows = _largest_divisor(channels, knobs.rows)
@@ -352,7 +404,13 @@ def schedule_pointwise(sch: s_tir.Schedule, knobs: ConvKnobs = ConvKnobs()) -> N
         if lanes > 1:
             sch.vectorize(sch.split(tile["f"], [None, lanes])[1])
     fl = sch.get_loops(flat)
-    sch.vectorize(sch.split(sch.fuse(fl[-2], fl[-1]), [None, knobs.lanes])[1])
+    if padded == pixels:
+        sch.vectorize(sch.split(sch.fuse(fl[-2], fl[-1]), [None, knobs.lanes])[1])
+    else:  # whole vectors of real pixels; the last partial vector and the zeros stay scalar
+        body = pixels // knobs.lanes * knobs.lanes
+        if body:
+            head = sch.loop_partition(fl[-1], [body])[0]
+            sch.vectorize(sch.split(head, [None, knobs.lanes])[1])
     # Threads share channel tiles and pixel tiles: a narrow layer (64 output channels at
     # 14x14) has a single channel tile.
     first, second = (p0, f0) if pixels_outer else (f0, p0)
@@ -378,11 +436,20 @@ def schedule_depthwise(sch: s_tir.Schedule, knobs: ConvKnobs = ConvKnobs()) -> N
     padded = int(sch.get(pad).writes[0].source.shape[-1])
     taps = int(sch.get(rx).extent)
     stride = next(s for s in range(1, padded + 1) if (padded - taps) // s + 1 == width)
-    if stride > 1 and padded % stride == 0:
+    if stride > 1:
         # Columns deinterleaved by phase, [.., x % s, x // s]: a strided conv then reads
-        # contiguous vectors (tap rx reads phase rx % s from column x + rx // s).
+        # contiguous vectors (tap rx reads phase rx % s from column x + rx // s). An odd
+        # padded width leaves one zero column at the end of the last phase.
         sch.transform_layout(pad, ("write", 0),
-                             lambda n_, c, h, w: (n_, c, h, w % stride, w // stride))  # fmt: skip
+                             lambda n_, c, h, w: (n_, c, h, w % stride, w // stride),
+                             pad_value=None if padded % stride == 0 else 0.0)  # fmt: skip
+        # The copy runs in [.., x // s, x % s] order with the phases unrolled: contiguous
+        # stores per phase, and loads that LLVM's loop vectoriser turns into wide loads and
+        # shuffles. Vectorised by TVM in either order, one side is scalar (2x slower).
+        if len(sch.get(pad).iter_vars) == 4:
+            sch.transform_block_layout(pad, lambda n_, c, h, w: (n_, c, h, w // stride, w % stride))
+        else:  # the padded layout already gave the copy the [.., x % s, x // s] domain
+            sch.transform_block_layout(pad, lambda n_, c, h, ph, j: (n_, c, h, j, ph))
     # Output columns in vectors that divide the row (no predicated tail): power-of-two
     # widths where 8 or more divide it, else the whole row as one vector when it is at
     # most three registers wide (7, 14, 17, 28, 33), else the widest divisor. Each
@@ -398,7 +465,10 @@ def schedule_depthwise(sch: s_tir.Schedule, knobs: ConvKnobs = ConvKnobs()) -> N
     if "x" in tile:
         sch.vectorize(sch.split(tile["x"], [None, lanes])[1])
     pl = sch.get_loops(pad)
-    sch.vectorize(sch.split(pl[-1], [None, min(knobs.lanes, int(sch.get(pl[-1]).extent))])[1])
+    if stride > 1:
+        sch.unroll(pl[-1])  # the phases
+    else:
+        sch.vectorize(sch.split(pl[-1], [None, min(knobs.lanes, int(sch.get(pl[-1]).extent))])[1])
     sch.unroll(ry)
     sch.unroll(rx)
     sch.vectorize(xv)

@@ -83,6 +83,9 @@ class _Block(torch.nn.Module):
         (3, 6, 5, 9, 1),  # channel counts with no vector-friendly divisor
         (5, 11, 13, 11, 1),  # prime channel counts and sizes: tiles of one row
         (4, 8, 4, 1, 1),  # a 1x1 map
+        (16, 88, 24, 17, 1),  # 289 pixels, 88 channels: pixels padded to whole tiles
+        (16, 48, 16, 33, 1),  # 1089 pixels: padding adds under 5%, so pixels vectorised
+        (8, 32, 8, 33, 2),  # stride 2 with an odd padded width (35): a zero column
     ],
 )  # fmt: skip
 def test_default_scheduled_network_equals_pytorch(cin, mid, cout, size, stride):
@@ -255,3 +258,67 @@ def test_elementwise_default_schedule_equals_pytorch(shape):
 def test_reductions_are_not_elementwise():
     kinds = _kinds(torch.nn.AdaptiveAvgPool2d(1), (1, 4, 6, 6))
     assert ConvKind.ELEMENTWISE not in kinds and all(k is None for k in kinds)
+
+
+@pytest.mark.parametrize(
+    ("pixels", "channels", "padded"),
+    [
+        (256, 88, False),  # whole vectors of pixels
+        (196, 384, False),  # 14x14: 7 rows of pixels x 4 vectors of channels
+        (49, 160, False),  # 7x7: 7 rows x 2 vectors
+        (81, 1248, False),  # 9x9: 3 rows x 3 vectors
+        (289, 88, True),  # 17x17 with 88 channels: no vector of channels fits
+        (289, 720, True),  # 17 is prime: one row of pixels
+        (81, 208, True),  # 3 rows x 1 vector: too few accumulators
+        (16900, 16, True),  # 130x130: padding adds 0.2%
+        (1089, 144, True),  # 33x33: padding adds 1.4%
+    ],
+)  # fmt: skip
+def test_pointwise_pads_pixels_only_where_no_exact_tile_fits(pixels, channels, padded):
+    from tvm_freq.schedules.conv2d import _padded_pixel_step
+
+    knobs = ConvKnobs()
+    step = _padded_pixel_step(pixels, channels, knobs)
+    assert (step > 0) is padded
+    if padded:
+        assert step % knobs.lanes == 0 and step >= 2 * knobs.lanes
+        assert (-(-pixels // step) * step - pixels) < step
+
+
+def test_padded_pointwise_computes_whole_vector_tiles():
+    """The 17x17 layer's GEMM runs on 320 pixels (zeros past 289), fully vectorised; the
+    output keeps its 289 pixels."""
+    import re
+
+    import tvm
+    from tvm_freq.schedules.conv2d import default_schedule
+
+    target = tvm.target.Target({"kind": "llvm", "mcpu": "skylake-avx512", "num-cores": 1})
+    net = torch.nn.Sequential(torch.nn.Conv2d(64, 88, 1), torch.nn.ReLU6())
+    mod = lower(import_model(net.eval(), input_shape=(1, 64, 17, 17)).mod, target)
+    (func,) = [f for gv, f in mod.functions.items()
+               if gv.name_hint != "main" and conv_kind(f) is ConvKind.POINTWISE]  # fmt: skip
+    text = default_schedule(func, target).script()
+    padded = r"sblock_alloc_buffer\(\(T\.int64\(1\), T\.int64\(64\), T\.int64\(320\)\)"
+    assert re.search(padded, text)
+    assert "T.vectorized(T.int64(16))" in text
+    update = text.split('sblock("conv2d_nchw_update")')[1].split("sblock")[0]
+    assert "T.where(" not in update  # no predicate: whole tiles
+
+
+@pytest.mark.parametrize(("size", "stride", "taps"),
+                         [(17, 1, 5), (17, 2, 5), (14, 2, 3), (13, 2, 3), (9, 2, 5)])  # fmt: skip
+def test_depthwise_default_schedule_equals_pytorch(size, stride, taps):
+    """Depthwise kxk convs, stride 1 and 2, even and odd padded widths (stride 2 reads
+    column phases of the padded plane)."""
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(24, 24, taps, stride=stride, padding=taps // 2, groups=24)
+    net = torch.nn.Sequential(conv, torch.nn.ReLU6()).eval()
+    x = torch.randn(1, 24, size, size)
+    assert ConvKind.DEPTHWISE in _kinds(net, tuple(x.shape))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UntunedWarning)
+        model = tvm_freq.build(net, example_inputs=x, tuning=Tuning(use_shipped=False))
+    with torch.no_grad():
+        ref = net(x).numpy()
+    assert np.abs(model(x) - ref).max() / np.abs(ref).max() < 1e-5
