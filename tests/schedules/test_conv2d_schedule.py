@@ -322,3 +322,12 @@ def test_depthwise_default_schedule_equals_pytorch(size, stride, taps):
     with torch.no_grad():
         ref = net(x).numpy()
     assert np.abs(model(x) - ref).max() / np.abs(ref).max() < 1e-5
+
+
+@pytest.mark.parametrize(("height", "stride", "rows"),
+                         [(56, 1, 4), (14, 1, 7), (7, 2, 7), (65, 1, 5), (17, 1, 4), (9, 1, 4),
+                          (33, 2, 3), (17, 2, 1), (1, 1, 1), (2, 1, 2)])  # fmt: skip
+def test_depthwise_rows_per_step(height, stride, rows):
+    from tvm_freq.schedules.conv2d import _depthwise_rows
+
+    assert _depthwise_rows(height, stride) == rows
