@@ -266,26 +266,6 @@ def _tile_loops(
 LAYOUT_REWRITE_PREPROC = "meta_schedule.layout_rewrite_preproc"
 
 
-
-def _depthwise_rows(height: int, stride: int) -> int:
-    """Output rows one depthwise step computes, each tap's loop over them innermost.
-
-    An input row loaded for one output row then serves the next ones (rows ``r`` and
-    ``r + 1`` share ``k - 1`` input rows), so loads no longer match FMAs one for one:
-    4 rows where 4 divides the height, else a divisor from 5 to 7 (7x7 and 14x14 maps).
-    Otherwise stride 1 still takes 4, the last step predicated (17x17 and 9x9 maps: 1.4x
-    faster than one row at a time); stride 2 shares fewer rows and takes a divisor.
-    Measured standalone on MobileNetV2 and EfficientNet-Lite2 shapes; 6 rows of 3
-    vectors spilled.
-    """
-    if height % 4 == 0:
-        return 4
-    d = _largest_divisor(height, 7)
-    if d >= 5:
-        return d
-    return min(4, height) if stride == 1 else d
-
-
 def _pack_weights(
     sch: s_tir.Schedule, block: s_tir.SBlockRV, weights: object, index_map: object
 ) -> None:
@@ -438,6 +418,25 @@ def schedule_pointwise(sch: s_tir.Schedule, knobs: ConvKnobs = ConvKnobs()) -> N
     _finish_microkernel(sch, conv, rc, inner[:2], inner[2], lanes, outer, knobs)
 
 
+def _depthwise_rows(height: int, stride: int) -> int:
+    """Output rows one depthwise step computes, each tap's loop over them innermost.
+
+    An input row loaded for one output row then serves the next ones (rows ``r`` and
+    ``r + 1`` share ``k - 1`` input rows), so loads no longer match FMAs one for one:
+    4 rows where 4 divides the height, else a divisor from 5 to 7 (7x7 and 14x14 maps).
+    Otherwise stride 1 still takes 4, the last step predicated (17x17 and 9x9 maps: 1.4x
+    faster than one row at a time); stride 2 shares fewer rows and takes a divisor.
+    Measured standalone on MobileNetV2 and EfficientNet-Lite2 shapes; 6 rows of 3
+    vectors spilled.
+    """
+    if height % 4 == 0:
+        return 4
+    d = _largest_divisor(height, 7)
+    if d >= 5:
+        return d
+    return min(4, height) if stride == 1 else d
+
+
 def schedule_depthwise(sch: s_tir.Schedule, knobs: ConvKnobs = ConvKnobs()) -> None:
     """Schedule a legalised depthwise conv (with its fused epilogue) in place.
 
@@ -483,9 +482,9 @@ def schedule_depthwise(sch: s_tir.Schedule, knobs: ConvKnobs = ConvKnobs()) -> N
     sch.reorder(n, f, y0, x0, rc, ry, rx, y1, xv)
     sch.compute_at(pad, f)  # the padded plane of one channel, built once
     sch.reverse_compute_at(last, y0)
-    tail = sch.get_loops(last)[-1]  # the rows' columns (a rows loop is above it when rows > 1)
-    if int(sch.get(tail).extent) > 1:
-        sch.vectorize(sch.split(tail, [None, lanes])[1])
+    tile = _tile_loops(sch, last, 3, y=rows, x=width)
+    if "x" in tile:
+        sch.vectorize(sch.split(tile["x"], [None, lanes])[1])
     pl = sch.get_loops(pad)
     if stride > 1:
         sch.unroll(pl[-1])  # the phases
