@@ -105,9 +105,14 @@ def test_default_scheduled_network_equals_pytorch(cin, mid, cout, size, stride):
     assert np.abs(out - ref).max() / np.abs(ref).max() < 1e-5
 
 
-def test_default_schedule_with_threads_is_exact():
-    net = _Block(16, 32, 16, 1).eval()
-    x = torch.randn(1, 16, 14, 14)
+@pytest.mark.parametrize(("mid", "size", "stride"),
+                         [(32, 14, 1), (88, 17, 1), (88, 35, 2)])  # fmt: skip
+def test_default_schedule_with_threads_is_exact(mid, size, stride):
+    # 14x14: channel vectors; 17x17: padded pixels and a predicated last row step;
+    # 35 -> 18 with stride 2: padded pixels in the expand (1225 -> 1248) and column
+    # phases of an odd padded width (37).
+    net = _Block(16, mid, 16, stride).eval()
+    x = torch.randn(1, 16, size, size)
     model = tvm_freq.build(net, example_inputs=x, tuning=Tuning(use_shipped=False), threads=2)
     with torch.no_grad():
         ref = net(x).numpy()
