@@ -109,7 +109,7 @@ def test_default_scheduled_network_equals_pytorch(cin, mid, cout, size, stride):
                          [(32, 14, 1), (88, 17, 1), (88, 35, 2)])  # fmt: skip
 def test_default_schedule_with_threads_is_exact(mid, size, stride):
     # 14x14: channel vectors; 17x17: padded pixels and a predicated last row step;
-    # 35 -> 18 with stride 2: padded pixels in the expand (1225 -> 1248) and column
+    # 35 -> 18 with stride 2: padded pixels (1225 -> 1248, 324 -> 336) and column
     # phases of an odd padded width (37).
     net = _Block(16, mid, 16, stride).eval()
     x = torch.randn(1, 16, size, size)
