@@ -311,13 +311,15 @@ def test_padded_pointwise_computes_whole_vector_tiles():
     assert "T.where(" not in update  # no predicate: whole tiles
 
 
-@pytest.mark.parametrize(("size", "stride", "taps"),
-                         [(17, 1, 5), (17, 2, 5), (14, 2, 3), (13, 2, 3), (9, 2, 5)])  # fmt: skip
-def test_depthwise_default_schedule_equals_pytorch(size, stride, taps):
+@pytest.mark.parametrize(("size", "stride", "taps", "padding"),
+                         [(17, 1, 5, 2), (17, 2, 5, 2), (14, 2, 3, 1), (13, 2, 3, 1), (9, 2, 5, 2),
+                          (16, 1, 3, 0), (16, 2, 3, 0), (12, 1, 3, 2), (15, 2, 5, 1)])  # fmt: skip
+def test_depthwise_default_schedule_equals_pytorch(size, stride, taps, padding):
     """Depthwise kxk convs, stride 1 and 2, even and odd padded widths (stride 2 reads
-    column phases of the padded plane)."""
+    column phases of the padded plane), no padding, and padding other than "same" (the
+    plane's border and interior are copied apart)."""
     torch.manual_seed(0)
-    conv = torch.nn.Conv2d(24, 24, taps, stride=stride, padding=taps // 2, groups=24)
+    conv = torch.nn.Conv2d(24, 24, taps, stride=stride, padding=padding, groups=24)
     net = torch.nn.Sequential(conv, torch.nn.ReLU6()).eval()
     x = torch.randn(1, 24, size, size)
     assert ConvKind.DEPTHWISE in _kinds(net, tuple(x.shape))
