@@ -33,19 +33,21 @@ always take precedence (the pipeline applies this only to kernels without a reco
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 
 import tvm
 from tvm import s_tir
+from tvm.s_tir import meta_schedule as ms
 from tvm.s_tir.schedule import ScheduleError
 
 from tvm_freq.target import vector_lanes
 
 __all__ = [
     "CONV_BLOCK", "DEPTHWISE_BLOCK", "PAD_BLOCK", "ConvKind", "ConvKnobs", "conv_kind",
-    "default_schedule", "knobs_for", "schedule_depthwise", "schedule_general",
-    "schedule_elementwise", "schedule_matmul", "schedule_pointwise",
+    "default_schedule", "design_space", "knobs_for", "register_tiles", "sample_knobs",
+    "schedule_depthwise", "schedule_general", "schedule_elementwise", "schedule_matmul",
+    "schedule_pointwise",
 ]  # fmt: skip
 
 # Block names of Relax's legalised NCHW convolutions (TOPI's compute definitions).
@@ -485,7 +487,9 @@ def _copy_phase_plane(sch: s_tir.Schedule, pad: s_tir.SBlockRV, stride: int, lef
         _interior(sch, sch.get_loops(inner)[-2], -(-left // stride), (cols + left) // stride)
 
 
-def schedule_depthwise(sch: s_tir.Schedule, knobs: ConvKnobs = ConvKnobs()) -> None:
+def schedule_depthwise(
+    sch: s_tir.Schedule, knobs: ConvKnobs = ConvKnobs(), rows: int | None = None
+) -> None:
     """Schedule a legalised depthwise conv (with its fused epilogue) in place.
 
     Parameters
@@ -494,6 +498,9 @@ def schedule_depthwise(sch: s_tir.Schedule, knobs: ConvKnobs = ConvKnobs()) -> N
         Schedule of a module whose ``main`` is a :data:`ConvKind.DEPTHWISE` kernel.
     knobs : ConvKnobs
         Vector width and parallelism.
+    rows : int, optional
+        Output rows per step, at most (stride 2 takes a divisor of the height); default
+        :func:`_depthwise_rows`.
     """
     conv = sch.get_sblock(DEPTHWISE_BLOCK)
     pad = sch.get_sblock(PAD_BLOCK)
@@ -523,7 +530,11 @@ def schedule_depthwise(sch: s_tir.Schedule, knobs: ConvKnobs = ConvKnobs()) -> N
     lanes = _pow2_divisor(width, knobs.lanes)
     if lanes < 8:  # e.g. 33, 28, 17, 14, 7 wide rows: one wide vector beats narrow ones
         lanes = width if width <= 3 * knobs.lanes else _largest_divisor(width, knobs.lanes)
-    rows = _depthwise_rows(int(sch.get(y).extent), stride)
+    height = int(sch.get(y).extent)
+    if rows is None:
+        rows = _depthwise_rows(height, stride)
+    else:
+        rows = min(rows, height) if stride == 1 else _largest_divisor(height, rows)
     x0, xv = sch.split(x, [None, lanes])
     y0, y1 = sch.split(y, [None, rows])
     sch.reorder(n, f, y0, x0, rc, ry, rx, y1, xv)
@@ -652,6 +663,95 @@ _SCHEDULES = {
     ConvKind.MATMUL: schedule_matmul,
     ConvKind.ELEMENTWISE: schedule_elementwise,
 }
+
+
+# Output rows per depthwise step that the design space samples, besides the default.
+SAMPLED_DEPTHWISE_ROWS = (1, 2, 4, 7)
+
+
+def register_tiles(knobs: ConvKnobs) -> list[tuple[int, int]]:
+    """Register tiles ``(rows, vectors per row)`` the design space samples.
+
+    Every tile from 4 to ``knobs.rows * knobs.col_vectors`` accumulators (the register
+    budget), rows up to one more than the knobs' and the knobs' own tile first.
+
+    Parameters
+    ----------
+    knobs : ConvKnobs
+        The target's knobs (:func:`knobs_for`).
+
+    Returns
+    -------
+    list of tuple of int
+        The tiles; the first is the default schedule's.
+    """
+    budget = knobs.rows * knobs.col_vectors
+    tiles = [(r, v) for r in range(1, knobs.rows + 2) for v in range(1, knobs.col_vectors + 1)
+             if min(4, budget) <= r * v <= budget]  # fmt: skip
+    default = (knobs.rows, knobs.col_vectors)
+    return [default, *(t for t in tiles if t != default)]
+
+
+def sample_knobs(sch: s_tir.Schedule, knobs: ConvKnobs) -> None:
+    """MetaSchedule design space of the dense kernels: sample the tile, then schedule.
+
+    Pointwise, general convs and matmuls sample their register tile
+    (:func:`register_tiles`), depthwise convs their output rows per step; the default
+    schedule is one point of the space, so tuning measures it among the others.
+    Elementwise kernels have no decision. Use with ``strategy="replay-func"``: the tile
+    decides Python-level choices (divisors, padding), so each candidate reruns this.
+
+    Parameters
+    ----------
+    sch : tvm.s_tir.Schedule
+        Schedule of a kernel :func:`conv_kind` recognises.
+    knobs : ConvKnobs
+        The target's knobs; the sampled tile replaces ``rows`` and ``col_vectors``.
+    """
+    kind = conv_kind(sch.mod["main"])
+    if kind is None:
+        raise ValueError("no default schedule fits this kernel (conv_kind is None)")
+    if kind is ConvKind.DEPTHWISE:
+        options: list = [None, *SAMPLED_DEPTHWISE_ROWS]
+    elif kind is ConvKind.ELEMENTWISE:
+        options = [None]
+    else:
+        options = register_tiles(knobs)
+    pick = options[_sample_index(sch, len(options))]
+    if kind is ConvKind.DEPTHWISE:
+        schedule_depthwise(sch, knobs, rows=pick)
+    elif pick is None:
+        _SCHEDULES[kind](sch, knobs)
+    else:
+        _SCHEDULES[kind](sch, replace(knobs, rows=pick[0], col_vectors=pick[1]))
+
+
+def _sample_index(sch: s_tir.Schedule, n: int) -> int:
+    if n == 1:
+        return 0
+    return int(sch.get(sch.sample_categorical(list(range(n)), [1.0 / n] * n)))
+
+
+def design_space(target: tvm.target.Target) -> ms.space_generator.ScheduleFn:
+    """The MetaSchedule design space of the dense kernels for ``target``.
+
+    The default schedules with their tiles as decisions (:func:`sample_knobs`), and no
+    schedule rules, postprocessors or mutators: tune it with ``strategy="replay-func"``.
+
+    Parameters
+    ----------
+    target : tvm.target.Target
+        CPU target.
+
+    Returns
+    -------
+    tvm.s_tir.meta_schedule.space_generator.ScheduleFn
+        The space generator.
+    """
+    knobs = knobs_for(target)
+    return ms.space_generator.ScheduleFn(
+        lambda sch: sample_knobs(sch, knobs), sch_rules=[], postprocs=[], mutator_probs={}
+    )
 
 
 def default_schedule(

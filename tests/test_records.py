@@ -27,13 +27,20 @@ def test_second_build_reuses_records_without_tuning(tmp_path):
     records = tmp_path / "records"
     tuning = Tuning(trials=4, max_trials_per_task=2, records=records, use_shipped=False,
                     num_trials_per_iter=2, progress=False)  # fmt: skip
-    first = tvm_freq.build(_tiny(), input_shape=(1, 8, 8, 8), tuning=tuning)
+    net = _tiny()
+    first = tvm_freq.build(net, input_shape=(1, 8, 8, 8), tuning=tuning)
     assert first.report.tasks_tuned == first.report.num_tasks > 0
     assert first.report.trials_run > 0
     assert not first.report.untuned_tasks
     directory = RecordStore(records).directory(host_target())
     db_files = sorted(p.name for p in directory.iterdir() if p.suffix == ".json")
     assert db_files == ["database_tuning_record.json", "database_workload.json"]
+    # The pointwise conv was tuned in its default schedule's design space (the register
+    # tile is a sampled decision), not in MetaSchedule's generic one.
+    assert "SampleCategorical" in (directory / "database_tuning_record.json").read_text()
+    x = torch.randn(1, 8, 8, 8)
+    with torch.no_grad():
+        assert torch.allclose(torch.from_numpy(first(x)), net(x), atol=1e-5)
 
     with warnings.catch_warnings():
         warnings.simplefilter("error", UntunedWarning)  # fully tuned: no warning

@@ -2,9 +2,12 @@
 
 :func:`tune` looks records up in the user's store and the shipped one
 (:mod:`tvm_freq.records`) and tunes, within the budget of a :class:`Tuning`, the tasks
-that have none. Frequency-band kernels are tuned in their own design space
-(:func:`tvm_freq.schedules.freq_pointwise.design_space`: the hand-written schedule with
-its GEMM tiles as decisions); every other task in MetaSchedule's default space.
+that have none. Kernels with a default schedule are tuned in its design space: the
+frequency-band kernels in :func:`tvm_freq.schedules.freq_pointwise.design_space` (the
+hand-written schedule with its GEMM tiles as decisions), the dense convs, matmuls and
+elementwise kernels in :func:`tvm_freq.schedules.conv2d.design_space` (their register
+tiles or rows per step as decisions). Every other task is tuned in MetaSchedule's
+default space.
 """
 
 from __future__ import annotations
@@ -201,21 +204,27 @@ def tune(
         db = store.writable(target)  # raises before any tuning if it cannot be written
         per_task = tuning.max_trials_per_task or max(1, tuning.trials // len(selected))
         budget = min(tuning.trials, per_task * len(selected))
-        plain = [t for t in selected if not _is_freq_task(t)]
         freq = [t for t in selected if _is_freq_task(t)]
-        with _unnamed_log_handlers_detached():
-            contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
-                plain, work_dir=str(store.directory(target))
-            )
-        if freq:
-            # The hand-written schedule is the whole design space; tuning samples its tile
-            # sizes (MetaSchedule's generic rules cannot schedule a multi-stage kernel).
-            space = design_space(target)
+        dense = [t for t in selected if not _is_freq_task(t) and _has_default_schedule(t)]
+        plain = [t for t in selected if not _has_default_schedule(t)]
+        work_dir = str(store.directory(target))
+        contexts, weights = [], []
+        # Kernels with a default schedule are tuned in its design space (their tiles as
+        # decisions, the default among them), so tuning can only improve on it. The fused
+        # frequency kernels pass sampled tiles to their splits (trace replay varies them);
+        # the dense schedules derive divisors and padding from theirs in Python, so each
+        # candidate reruns the schedule (replay-func). Other kernels: MetaSchedule's space.
+        for group, space, strategy in (
+            (plain, "post-order-apply", "evolutionary"),
+            (freq, design_space(target), "replay-trace"),
+            (dense, conv2d.design_space(target), "replay-func"),
+        ):
+            if not group:
+                continue
             with _unnamed_log_handlers_detached():
                 more, more_w = ms.relax_integration.extracted_tasks_to_tune_contexts(
-                    freq, work_dir=str(store.directory(target)), space=space,
-                    strategy="replay-trace",
-                )  # fmt: skip
+                    group, work_dir=work_dir, space=space, strategy=strategy
+                )
             contexts, weights = contexts + more, weights + more_w
         progress, bar, measured = _progress_callback(budget, tuning.progress)
         callbacks = [*ms.measure_callback.MeasureCallback.create("default"), progress]

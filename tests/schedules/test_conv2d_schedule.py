@@ -338,3 +338,56 @@ def test_depthwise_rows_per_step(height, stride, rows):
     from tvm_freq.schedules.conv2d import _depthwise_rows
 
     assert _depthwise_rows(height, stride) == rows
+
+
+def test_register_tiles_start_with_the_default_and_fit_the_registers():
+    from tvm_freq.schedules.conv2d import register_tiles
+
+    for knobs in (ConvKnobs(), ConvKnobs(lanes=8, rows=4, col_vectors=2)):
+        tiles = register_tiles(knobs)
+        assert tiles[0] == (knobs.rows, knobs.col_vectors)
+        assert len(set(tiles)) == len(tiles) > 4
+        assert all(r * v <= knobs.rows * knobs.col_vectors for r, v in tiles)
+
+
+@pytest.mark.parametrize(
+    ("net", "shape", "kind"),
+    [
+        (torch.nn.Sequential(torch.nn.Conv2d(24, 40, 1), torch.nn.ReLU6()), (1, 24, 16, 16),
+         ConvKind.POINTWISE),
+        (torch.nn.Sequential(torch.nn.Conv2d(24, 24, 3, 2, 1, groups=24), torch.nn.ReLU6()),
+         (1, 24, 17, 17), ConvKind.DEPTHWISE),
+        (torch.nn.Conv2d(3, 16, 3, stride=2, padding=1), (1, 3, 18, 18), ConvKind.GENERAL),
+    ],
+)  # fmt: skip
+def test_dense_design_space_samples_exact_schedules(net, shape, kind):
+    """Every sampled point of the dense design space computes what the unscheduled kernel
+    does, and the samples differ (the tile is a decision of the trace)."""
+    import tvm
+    from tvm.s_tir import meta_schedule as ms
+    from tvm_freq.schedules.conv2d import design_space
+
+    def run(f, arrays):
+        lib = tvm.compile(tvm.IRModule({"main": f.with_attr("global_symbol", "main")}),
+                          target=target)  # fmt: skip
+        args = [tvm.runtime.tensor(a) for a in arrays]
+        lib["main"](*args)
+        return args[-1].numpy()
+
+    target = tvm.target.Target({"kind": "llvm", "mcpu": "skylake-avx512", "num-cores": 1})
+    mod = lower(import_model(net.eval(), input_shape=shape).mod, target)
+    (func,) = [f for gv, f in mod.functions.items()
+               if gv.name_hint != "main" and conv_kind(f) is kind]  # fmt: skip
+    rng = np.random.default_rng(0)
+    arrays = [rng.standard_normal([int(d) for d in p.shape]).astype("float32")
+              for p in func.params]  # fmt: skip
+    ref = run(func, arrays)
+    scripts = set()
+    for seed in range(4):
+        ctx = ms.TuneContext(mod=tvm.IRModule({"main": func}), target=target,
+                             space_generator=design_space(target), rand_state=seed)  # fmt: skip
+        (sch,) = ctx.generate_design_space()
+        assert any(i.kind.name == "SampleCategorical" for i in sch.trace.insts)
+        scripts.add(sch.mod["main"].script())
+        np.testing.assert_allclose(run(sch.mod["main"], arrays), ref, rtol=1e-4, atol=1e-4)
+    assert len(scripts) > 1
