@@ -45,7 +45,8 @@ from tvm_freq.target import vector_lanes
 
 __all__ = [
     "CONV_BLOCK", "DEPTHWISE_BLOCK", "PAD_BLOCK", "ConvKind", "ConvKnobs", "conv_kind",
-    "default_schedule", "design_space", "knobs_for", "register_tiles", "sample_knobs",
+    "default_schedule", "design_space", "design_space_size", "knobs_for", "register_tiles",
+    "sample_knobs",
     "schedule_depthwise", "schedule_general", "schedule_elementwise", "schedule_matmul",
     "schedule_pointwise",
 ]  # fmt: skip
@@ -675,6 +676,36 @@ def register_tiles(knobs: ConvKnobs) -> list[tuple[int, int]]:
     return [default, *(t for t in tiles if t != default)]
 
 
+def _space_options(kind: ConvKind, knobs: ConvKnobs) -> list:
+    """The points :func:`sample_knobs` chooses among for ``kind``; the first is the default."""
+    if kind is ConvKind.DEPTHWISE:
+        return [None, *SAMPLED_DEPTHWISE_ROWS]
+    if kind is ConvKind.ELEMENTWISE:
+        return [None]
+    return register_tiles(knobs)
+
+
+def design_space_size(func: tvm.tirx.PrimFunc, knobs: ConvKnobs) -> int:
+    """How many points the design space of ``func`` has (:func:`sample_knobs`).
+
+    Parameters
+    ----------
+    func : tvm.tirx.PrimFunc
+        A kernel :func:`conv_kind` recognises.
+    knobs : ConvKnobs
+        The target's knobs.
+
+    Returns
+    -------
+    int
+        The number of schedules the space can give (1 when it has no decision).
+    """
+    kind = conv_kind(func)
+    if kind is None:
+        raise ValueError("no default schedule fits this kernel (conv_kind is None)")
+    return len(_space_options(kind, knobs))
+
+
 def sample_knobs(sch: s_tir.Schedule, knobs: ConvKnobs) -> None:
     """MetaSchedule design space of the dense kernels: sample the tile, then schedule.
 
@@ -695,12 +726,7 @@ def sample_knobs(sch: s_tir.Schedule, knobs: ConvKnobs) -> None:
     kind = conv_kind(sch.mod["main"])
     if kind is None:
         raise ValueError("no default schedule fits this kernel (conv_kind is None)")
-    if kind is ConvKind.DEPTHWISE:
-        options: list = [None, *SAMPLED_DEPTHWISE_ROWS]
-    elif kind is ConvKind.ELEMENTWISE:
-        options = [None]
-    else:
-        options = register_tiles(knobs)
+    options = _space_options(kind, knobs)
     pick = options[_sample_index(sch, len(options))]
     if kind is ConvKind.DEPTHWISE:
         schedule_depthwise(sch, knobs, rows=pick)

@@ -17,6 +17,8 @@ from tvm_freq.cost_model import (
     fit_cost_model,
     layer_features,
     load_cost_model,
+    resolve_cost_model,
+    shipped_cost_models,
 )
 
 
@@ -84,6 +86,21 @@ def test_bad_models_and_files_are_refused(tmp_path):
         KernelCostModel.load(path)
     with pytest.raises(ValueError, match="one dense and one frequency time"):
         fit_cost_model([], [], [], "t")
+
+
+def test_resolve_takes_a_model_a_file_or_a_shipped_key(tmp_path):
+    assert "llvm-skylake-avx512-c1" in shipped_cost_models()
+    shipped = resolve_cost_model("llvm-skylake-avx512-c1")
+    assert shipped.target == "llvm-skylake-avx512-c1"
+    assert shipped.freq_coefficient("gemm macs") == shipped.freq[FREQ_FEATURES.index("gemm macs")]
+    assert resolve_cost_model(shipped) is shipped
+    path = shipped.save(tmp_path / COST_MODEL_FILE)
+    assert resolve_cost_model(path) == shipped
+    assert resolve_cost_model(str(path)) == shipped
+    with pytest.raises(ValueError, match="no cost model 'nope'.*llvm-skylake-avx512-c1"):
+        resolve_cost_model("nope")
+    with pytest.raises(ValueError, match="unknown feature"):
+        shipped.freq_coefficient("flops")
 
 
 def test_the_pass_decides_with_the_model():

@@ -23,18 +23,27 @@ def _tiny() -> torch.nn.Module:
     return torch.nn.Sequential(torch.nn.Conv2d(8, 16, 1), torch.nn.ReLU()).eval()
 
 
+def _records_per_workload(directory) -> list[int]:
+    lines = (directory / "database_tuning_record.json").read_text().splitlines()
+    workloads = [json.loads(line)[0] for line in lines]
+    return sorted(workloads.count(w) for w in set(workloads))
+
+
 def test_second_build_reuses_records_without_tuning(tmp_path):
     records = tmp_path / "records"
-    tuning = Tuning(trials=4, max_trials_per_task=2, records=records, use_shipped=False,
-                    num_trials_per_iter=2, progress=False)  # fmt: skip
-    net = _tiny()
+    tuning = Tuning(trials=100, max_trials_per_task=5, records=records, use_shipped=False,
+                    num_trials_per_iter=5, progress=False)  # fmt: skip
+    # Two tasks: the conv (a design space of 26 register tiles) and the reshape (one point).
+    net = torch.nn.Sequential(_tiny(), torch.nn.Flatten()).eval()
     first = tvm_freq.build(net, input_shape=(1, 8, 8, 8), tuning=tuning)
-    assert first.report.tasks_tuned == first.report.num_tasks > 0
-    assert first.report.trials_run > 0
+    assert first.report.tasks_tuned == first.report.num_tasks == 2
+    # A space of n points gets at most 4n trials: the reshape 4, the conv its cap of 5.
+    assert first.report.trials_run == 5 + tvm_freq.tuning.TRIALS_PER_POINT
     assert not first.report.untuned_tasks
     directory = RecordStore(records).directory(host_target())
     db_files = sorted(p.name for p in directory.iterdir() if p.suffix == ".json")
     assert db_files == ["database_tuning_record.json", "database_workload.json"]
+    assert _records_per_workload(directory) == [tvm_freq.tuning.TRIALS_PER_POINT, 5]
     # The pointwise conv was tuned in its default schedule's design space (the register
     # tile is a sampled decision), not in MetaSchedule's generic one.
     assert "SampleCategorical" in (directory / "database_tuning_record.json").read_text()

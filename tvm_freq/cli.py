@@ -262,6 +262,8 @@ def cmd_learn_masks(args) -> int:
         temperature=args.temperature,
         feature_weight=args.feature_weight,
         where=args.where,
+        weighting=args.weighting,
+        cost_model=args.cost_model,
         mask_steps=args.mask_steps,
         refine_steps=args.refine_steps,
         bn_steps=args.bn_steps,
@@ -327,6 +329,11 @@ def _add_learn_masks(sub) -> None:
     p.add_argument("--feature-weight", type=float, default=0.0)
     p.add_argument("--where", choices=["in", "out", "both"], default="in",
                    help="which channels carry FCMasks")  # fmt: skip
+    p.add_argument("--weighting", choices=["mean", "macs", "latency"], default="macs",
+                   help="FCMask penalty weighting (latency: kernels' predicted time)")  # fmt: skip
+    p.add_argument("--cost-model", default=None,
+                   help="for --weighting latency: a cost_model.json or a shipped target key "
+                        "(llvm-skylake-avx512-c1)")  # fmt: skip
     p.add_argument("--mask-steps", type=int, default=200)
     p.add_argument("--refine-steps", type=int, default=100)
     p.add_argument("--bn-steps", type=int, default=0)

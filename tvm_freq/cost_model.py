@@ -16,6 +16,7 @@ This module imports neither TVM nor torch (fitting imports SciPy's NNLS).
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 from collections.abc import Sequence
@@ -36,6 +37,8 @@ __all__ = [
     "fit_cost_model",
     "layer_features",
     "load_cost_model",
+    "resolve_cost_model",
+    "shipped_cost_models",
 ]
 
 #: File name of a target's cost model, in the target's records directory.
@@ -186,6 +189,23 @@ class KernelCostModel:
         dense, freq = layer_features(layer)
         return float(dense @ np.asarray(self.dense)), float(freq @ np.asarray(self.freq))
 
+    def freq_coefficient(self, feature: str) -> float:
+        """Microseconds per unit of one of the fused kernel's features.
+
+        Parameters
+        ----------
+        feature : str
+            A name in :data:`FREQ_FEATURES` (``"gemm macs"``, ...).
+
+        Returns
+        -------
+        float
+            The coefficient.
+        """
+        if feature not in FREQ_FEATURES:
+            raise ValueError(f"unknown feature {feature!r}; the features are {FREQ_FEATURES}")
+        return self.freq[FREQ_FEATURES.index(feature)]
+
     def save(self, path: str | os.PathLike) -> Path:
         """Write the model as JSON (atomically).
 
@@ -301,3 +321,59 @@ def load_cost_model(roots: Sequence[str | os.PathLike], key: str) -> KernelCostM
         if path.is_file():
             return KernelCostModel.load(path)
     return None
+
+
+def _shipped_records_root() -> Path:
+    # Found without importing tvm_freq.schedules (which imports TVM): training needs none.
+    spec = importlib.util.find_spec("tvm_freq.schedules")
+    if spec is None or not spec.submodule_search_locations:
+        raise ValueError("tvm_freq.schedules is not installed")
+    return Path(next(iter(spec.submodule_search_locations))) / "records"
+
+
+def shipped_cost_models() -> list[str]:
+    """Target keys of the cost models shipped with tvm_freq.
+
+    Returns
+    -------
+    list of str
+        Sorted keys, such as ``llvm-skylake-avx512-c1``.
+    """
+    root = _shipped_records_root()
+    return sorted(p.parent.name for p in root.glob(f"*/{COST_MODEL_FILE}"))
+
+
+def resolve_cost_model(spec: KernelCostModel | str | os.PathLike) -> KernelCostModel:
+    """A cost model given as itself, as a ``cost_model.json`` path, or as a target key.
+
+    Parameters
+    ----------
+    spec : KernelCostModel or str or pathlib.Path
+        A model; a file :meth:`KernelCostModel.save` wrote; or the key of a shipped
+        model (:func:`shipped_cost_models`, as :func:`tvm_freq.target.target_key` names
+        targets).
+
+    Returns
+    -------
+    KernelCostModel
+        The model.
+
+    Raises
+    ------
+    ValueError
+        When ``spec`` is neither an existing file nor a shipped key, or the file is not
+        a usable cost model.
+    """
+    if isinstance(spec, KernelCostModel):
+        return spec
+    path = Path(spec)
+    if path.is_file():
+        return KernelCostModel.load(path)
+    key = str(spec)
+    if key in shipped_cost_models():
+        return KernelCostModel.load(_shipped_records_root() / key / COST_MODEL_FILE)
+    raise ValueError(
+        f"no cost model {key!r}: give a cost_model.json file or a shipped target key "
+        f"({', '.join(shipped_cost_models()) or 'none shipped'}); "
+        "benchmarks/calibrate_cost_model.py makes one"
+    )

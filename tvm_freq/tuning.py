@@ -29,7 +29,13 @@ from tvm_freq.schedules.freq_pointwise import design_space, is_fused_pointwise
 from .records import RecordStore, has_record
 from .report import BuildReport
 
-__all__ = ["Tuning", "UntunedWarning", "tune"]
+__all__ = ["TuningRun", "Tuning", "UntunedWarning", "tune", "tuning_runs"]
+
+
+#: Most trials a dense design space gets per point it holds (see :func:`tuning_runs`).
+TRIALS_PER_POINT = 4
+#: Most tasks per MetaSchedule call: an interrupted run loses at most one call's trials.
+TASKS_PER_RUN = 4
 
 
 class UntunedWarning(UserWarning):
@@ -166,6 +172,77 @@ def _has_record(db: ms.database.Database, task: Any, target: tvm.target.Target) 
     return has_record(db, task.dispatched[0], target, task.task_name)
 
 
+@dataclass(frozen=True)
+class TuningRun:
+    """One MetaSchedule ``tune_tasks`` call of :func:`tune`: its records are committed when
+    it ends (MetaSchedule joins the first round's measurements only after every task of
+    the call was sent), so a call holds at most :data:`TASKS_PER_RUN` tasks.
+
+    Parameters
+    ----------
+    tasks : list
+        Extracted tasks (``ms.ExtractedTask``).
+    space : object
+        MetaSchedule space generator (or its name).
+    strategy : str
+        Search strategy.
+    cap : int
+        Trials per task.
+    """
+
+    tasks: list[Any]
+    space: Any
+    strategy: str
+    cap: int
+
+
+def tuning_runs(tasks: list[Any], target: tvm.target.Target, per_task: int) -> list[TuningRun]:
+    """Split the tasks to tune into :class:`TuningRun` calls by space and trial cap.
+
+    Kernels with a default schedule are tuned in its design space (their tiles as
+    decisions, the default among them), so tuning can only improve on it. The fused
+    frequency kernels pass sampled tiles to their splits (trace replay varies them); the
+    dense schedules derive divisors and padding from theirs in Python, so each candidate
+    reruns the schedule (replay-func). Other kernels: MetaSchedule's generic space.
+    A dense space of ``n`` points gets at most ``TRIALS_PER_POINT * n`` trials:
+    replay-func draws with repetition, and more draws would only re-measure the same
+    schedules.
+
+    Parameters
+    ----------
+    tasks : list
+        Extracted tasks to tune.
+    target : tvm.target.Target
+        Compilation target.
+    per_task : int
+        Trials per task (the cap of every run).
+
+    Returns
+    -------
+    list of TuningRun
+        The calls, in order, each of at most :data:`TASKS_PER_RUN` tasks.
+    """
+    freq = [t for t in tasks if _is_freq_task(t)]
+    dense = [t for t in tasks if not _is_freq_task(t) and _has_default_schedule(t)]
+    plain = [t for t in tasks if not _has_default_schedule(t)]
+    groups: list[tuple[list[Any], Any, str, int]] = [
+        (plain, "post-order-apply", "evolutionary", per_task),
+        (freq, design_space(target), "replay-trace", per_task),
+    ]
+    knobs = conv2d.knobs_for(target)
+    caps: dict[int, list[Any]] = {}
+    for t in dense:
+        points = conv2d.design_space_size(t.dispatched[0]["main"], knobs)
+        caps.setdefault(min(per_task, TRIALS_PER_POINT * points), []).append(t)
+    groups += [(group, conv2d.design_space(target), "replay-func", cap)
+               for cap, group in sorted(caps.items())]  # fmt: skip
+    return [
+        TuningRun(group[i : i + TASKS_PER_RUN], space, strategy, cap)
+        for group, space, strategy, cap in groups
+        for i in range(0, len(group), TASKS_PER_RUN)
+    ]
+
+
 def tune(
     mod: tvm.IRModule,
     target: tvm.target.Target,
@@ -203,45 +280,33 @@ def tune(
     if selected and tuning.trials > 0:
         db = store.writable(target)  # raises before any tuning if it cannot be written
         per_task = tuning.max_trials_per_task or max(1, tuning.trials // len(selected))
-        budget = min(tuning.trials, per_task * len(selected))
-        freq = [t for t in selected if _is_freq_task(t)]
-        dense = [t for t in selected if not _is_freq_task(t) and _has_default_schedule(t)]
-        plain = [t for t in selected if not _has_default_schedule(t)]
         work_dir = str(store.directory(target))
-        contexts, weights = [], []
-        # Kernels with a default schedule are tuned in its design space (their tiles as
-        # decisions, the default among them), so tuning can only improve on it. The fused
-        # frequency kernels pass sampled tiles to their splits (trace replay varies them);
-        # the dense schedules derive divisors and padding from theirs in Python, so each
-        # candidate reruns the schedule (replay-func). Other kernels: MetaSchedule's space.
-        for group, space, strategy in (
-            (plain, "post-order-apply", "evolutionary"),
-            (freq, design_space(target), "replay-trace"),
-            (dense, conv2d.design_space(target), "replay-func"),
-        ):
-            if not group:
-                continue
-            with _unnamed_log_handlers_detached():
-                more, more_w = ms.relax_integration.extracted_tasks_to_tune_contexts(
-                    group, work_dir=work_dir, space=space, strategy=strategy
-                )
-            contexts, weights = contexts + more, weights + more_w
+        runs = tuning_runs(selected, target, per_task)
+        budget = min(tuning.trials, sum(len(run.tasks) * run.cap for run in runs))
         progress, bar, measured = _progress_callback(budget, tuning.progress)
         callbacks = [*ms.measure_callback.MeasureCallback.create("default"), progress]
         start = time.perf_counter()
         try:
-            ms.tune.tune_tasks(
-                tasks=contexts,
-                task_weights=weights,
-                work_dir=str(store.directory(target)),
-                max_trials_global=budget,
-                max_trials_per_task=per_task,
-                num_trials_per_iter=min(tuning.num_trials_per_iter, per_task),
-                builder=_local(tuning.builder, ms.builder.LocalBuilder, tuning.timeout_sec),
-                runner=_local(tuning.runner, ms.runner.LocalRunner, tuning.timeout_sec),
-                database=db,
-                measure_callbacks=callbacks,
-            )
+            for run in runs:
+                left = budget - measured[0]
+                if left <= 0:
+                    break
+                with _unnamed_log_handlers_detached():
+                    contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+                        run.tasks, work_dir=work_dir, space=run.space, strategy=run.strategy
+                    )
+                ms.tune.tune_tasks(
+                    tasks=contexts,
+                    task_weights=weights,
+                    work_dir=work_dir,
+                    max_trials_global=min(left, run.cap * len(run.tasks)),
+                    max_trials_per_task=run.cap,
+                    num_trials_per_iter=min(tuning.num_trials_per_iter, run.cap),
+                    builder=_local(tuning.builder, ms.builder.LocalBuilder, tuning.timeout_sec),
+                    runner=_local(tuning.runner, ms.runner.LocalRunner, tuning.timeout_sec),
+                    database=db,
+                    measure_callbacks=callbacks,
+                )
         finally:
             bar.close()
         if report is not None:

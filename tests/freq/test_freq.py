@@ -5,6 +5,7 @@ import pytest
 import torch
 from torch import nn
 
+from tvm_freq.cost_model import KernelCostModel, resolve_cost_model
 from tvm_freq.dct import block_dct_np, block_idct_np
 from tvm_freq.freq import (
     BlockDCT,
@@ -291,6 +292,42 @@ def test_macs_weighting_pushes_costly_layers_harder():
     assert g_first / g_last == pytest.approx(cost_first / cost_last, rel=1e-4)
     with pytest.raises(ValueError, match="weighting"):
         fcmask_penalty(model, "sum")
+
+
+def _cost_model(dct: float, gemm: float, idct: float) -> KernelCostModel:
+    return KernelCostModel("test", (1.0, 1.0, 1.0, 0.0), (dct, gemm, idct, 1.0, 1.0, 1.0, 1.0))
+
+
+def test_latency_weighting_with_equal_mac_costs_is_the_macs_weighting():
+    model = get_model("mobilenetv2-cifar", width_mult=0.5)
+    apply_(model, FreqConfig(4, "both"), example_input=torch.randn(1, 3, 32, 32))
+    for p in fcmask_parameters(model):
+        p.data.uniform_(0.2, 1.0)
+    macs = fcmask_penalty(model, "macs")
+    latency = fcmask_penalty(model, "latency", _cost_model(3e-5, 3e-5, 3e-5))
+    assert latency.item() == pytest.approx(macs.item(), rel=1e-5)
+
+
+def test_latency_weighting_follows_the_cost_model_not_the_macs():
+    model = get_model("mobilenetv2-cifar", width_mult=0.5)
+    apply_(model, FreqConfig(4, "in"), example_input=torch.randn(1, 3, 32, 32))
+    costs = resolve_cost_model("llvm-skylake-avx512-c1")
+    # Each input-side coefficient costs k^2 DCT MACs and Cout GEMM MACs per block.
+    a_dct, a_gemm = costs.freq_coefficient("dct macs"), costs.freq_coefficient("gemm macs")
+    assert a_dct > a_gemm  # on this target a transform MAC costs more than a GEMM MAC
+    fcmask_penalty(model, "latency", costs).backward()
+    layers = dict(freq_layers(model))
+    first, last = layers["features.2.conv.0.0"], layers["features.18.0"]
+    g_first, g_last = first.fcmask_in.grad[0].item(), last.fcmask_in.grad[0].item()
+    cost_first = 64 * (16 * a_dct + first.out_channels * a_gemm)
+    cost_last = 1 * (16 * a_dct + last.out_channels * a_gemm)
+    assert g_first / g_last == pytest.approx(cost_first / cost_last, rel=1e-4)
+    # MACs alone would weigh the wide last layer's transforms less.
+    assert cost_first / cost_last != pytest.approx(
+        64 * (16 + first.out_channels) / (16 + last.out_channels), rel=1e-3
+    )
+    with pytest.raises(ValueError, match="needs a cost_model"):
+        fcmask_penalty(model, "latency")
 
 
 # --------------------------------------------------------------------------- apply_

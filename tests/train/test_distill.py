@@ -142,6 +142,24 @@ def test_a_checkpoint_from_other_settings_is_refused(tmp_path):
         distill_masks(_model(), train, _cfg(tmp_path, target_reduction=1.5))
 
 
+def test_latency_weighting_distills_and_old_checkpoints_still_resume(tmp_path):
+    train = _smooth_images(32)
+    cfg = _cfg(weighting="latency", cost_model="llvm-skylake-avx512-c1")
+    res = distill_masks(_model(), train, cfg)
+    assert res.macs.deployed_reduction >= 1.2
+    # A checkpoint written before weighting/cost_model existed resumes at their defaults
+    # and is refused for other values.
+    path = tmp_path / "distill.pt"
+    distill_masks(_model(), train, _cfg(tmp_path, mask_steps=2, refine_steps=0))
+    state = torch.load(path, weights_only=False)
+    del state["config"]["weighting"], state["config"]["cost_model"]
+    torch.save(state, path)
+    distill_masks(_model(), train, _cfg(tmp_path, mask_steps=2, refine_steps=0))
+    with pytest.raises(ValueError, match="different configuration.*weighting"):
+        distill_masks(_model(), train, _cfg(tmp_path, mask_steps=2, refine_steps=0,
+                                            weighting="mean"))  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("kw", "match"),
     [
@@ -151,6 +169,9 @@ def test_a_checkpoint_from_other_settings_is_refused(tmp_path):
         ({"where": "middle"}, "where"),
         ({"temperature": 0}, "temperature"),
         ({"max_steps": 3}, "max_steps needs a checkpoint_dir"),
+        ({"weighting": "latency"}, "needs cost_model"),
+        ({"weighting": "latency", "cost_model": "no-such-target"}, "no cost model"),
+        ({"cost_model": "llvm-skylake-avx512-c1"}, "latency' only"),
     ],
 )
 def test_bad_config_is_refused(kw, match):

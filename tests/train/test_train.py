@@ -56,11 +56,22 @@ def test_build_phases():
         ({"target_reduction": 0.0}, "target_reduction"),
         ({"epochs": 0}, "untrained"),
         ({"weighting": "sum"}, "weighting"),
+        ({"weighting": "latency"}, "needs cost_model"),
+        ({"weighting": "latency", "cost_model": "/no/such/cost_model.json"}, "no cost model"),
+        ({"cost_model": "llvm-skylake-avx512-c1"}, "latency' only"),
     ],
 )
 def test_config_validation(kwargs, match):
     with pytest.raises(ValueError, match=match):
         TrainConfig(**kwargs)
+
+
+def test_latency_weighted_run_learns_masks(data_dir, tmp_path):
+    cfg = _cfg(data_dir, tmp_path, weighting="latency", cost_model="llvm-skylake-avx512-c1")
+    r = run_training(cfg)
+    assert not r["interrupted"] and r["global_step"] == 9
+    assert r["phases"][1]["kind"] == "masks"
+    assert r["macs"]["pointwise_reduction"] > 0
 
 
 def test_tiny_run_resumes_without_losing_steps(data_dir, tmp_path):
@@ -151,6 +162,9 @@ def test_lambda_controller_reaches_target(data_dir, tmp_path):
         lam=0.05,
         lam_adapt=1.5,
         target_reduction=1.05,
+        # The plan reaches the target halfway, so the controller gets there with steps
+        # to spare (at 0.75 it reached it on the last of the 15 mask steps).
+        target_at=0.5,
     )
     r = run_training(cfg)
     masks = r["phases"][1]

@@ -13,8 +13,10 @@ import typing
 from dataclasses import dataclass
 from typing import Any
 
+from ..cost_model import resolve_cost_model, shipped_cost_models
 from ..data import DATASETS
 from ..freq import FreqConfig
+from ..freq.penalty import WEIGHTINGS
 from ..models import MODEL_NAMES
 
 __all__ = [
@@ -88,8 +90,12 @@ class TrainConfig:
         penalty go), without knowing the right ``lambda`` in advance.
     target_at : float
         Share of the mask-learning steps by which the plan reaches the target.
-    weighting : {"mean", "macs"}
+    weighting : {"mean", "macs", "latency"}
         Penalty weighting, see :func:`tvm_freq.freq.fcmask_penalty`.
+    cost_model : str, optional
+        With ``weighting="latency"``: the kernel cost model whose predicted times
+        weight the penalty, as a ``cost_model.json`` path or a shipped target key
+        (``llvm-skylake-avx512-c1``); see :func:`tvm_freq.cost_model.resolve_cost_model`.
     target_reduction : float, optional
         Stop mask learning once the pointwise MAC reduction (rounded masks,
         transform overhead included) reaches this.
@@ -161,6 +167,7 @@ class TrainConfig:
     lam_adapt: float = 1.1
     target_at: float = 0.75
     weighting: str = "macs"
+    cost_model: str | None = None
     target_reduction: float | None = 2.1
     trim_to_target: bool = True
     alt_cycles: int = 2
@@ -186,8 +193,7 @@ class TrainConfig:
             raise ValueError(f"unknown dataset {self.dataset!r}; choose from {', '.join(DATASETS)}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
-        if self.weighting not in ("mean", "macs"):
-            raise ValueError(f"weighting must be 'mean' or 'macs', got {self.weighting!r}")
+        check_weighting(self.weighting, self.cost_model)
         FreqConfig(self.block_size, self.where)  # validates block_size and where
         if self.max_overhead is not None and not self.max_overhead > 0:
             raise ValueError(f"max_overhead must be > 0 or None, got {self.max_overhead}")
@@ -320,3 +326,26 @@ def config_from_args(args: argparse.Namespace, base: dict[str, Any] | None = Non
         if v is not None:
             values[f.name] = v
     return TrainConfig(**values)
+
+
+def check_weighting(weighting: str, cost_model: str | None) -> None:
+    """Validate a penalty weighting and its cost model (loaded once, to fail early).
+
+    Parameters
+    ----------
+    weighting : str
+        One of :data:`tvm_freq.freq.penalty.WEIGHTINGS`.
+    cost_model : str, optional
+        Needed by ``"latency"`` (see :class:`TrainConfig`), refused otherwise.
+    """
+    if weighting not in WEIGHTINGS:
+        raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
+    if weighting == "latency":
+        if cost_model is None:
+            raise ValueError(
+                "weighting='latency' needs cost_model: a cost_model.json path or a "
+                f"shipped target key ({', '.join(shipped_cost_models())})"
+            )
+        resolve_cost_model(cost_model)
+    elif cost_model is not None:
+        raise ValueError(f"cost_model is used by weighting='latency' only, not {weighting!r}")

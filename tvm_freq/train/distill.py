@@ -40,6 +40,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..band_plan import kernel_macs
+from ..cost_model import resolve_cost_model
 from ..freq.accounting import ModelMacs, model_macs, refresh_macs
 from ..freq.apply import FreqConfig, apply_, fcmask_parameters, freq_layers, set_submodule, squash
 from ..freq.export import masks_from_model
@@ -50,6 +51,7 @@ from ..freq.transforms import block_dct
 from ..masks import MaskFile
 from . import distributed
 from .checkpoint import save_checkpoint
+from .config import check_weighting
 from .trim import TrimResult, trim_to_target
 
 __all__ = [
@@ -95,6 +97,11 @@ class DistillConfig:
         starts near a useful point; ``None`` starts every FCMask at 1 (the paper).
     lam : float
         Initial weight of the FCMask penalty.
+    weighting : {"mean", "macs", "latency"}
+        Penalty weighting (:func:`tvm_freq.freq.fcmask_penalty`).
+    cost_model : str, optional
+        With ``weighting="latency"``: a ``cost_model.json`` path or a shipped target
+        key (:func:`tvm_freq.cost_model.resolve_cost_model`).
     lam_adapt : float
         After every mask step, ``lam`` is multiplied by this when the deployed MACs
         are behind the plan (a straight line to the target by ``target_at`` of the
@@ -130,6 +137,8 @@ class DistillConfig:
     feature_weight: float = 0.0
     init_energy: float | None = 0.999
     lam: float = 0.01
+    weighting: str = "macs"
+    cost_model: str | None = None
     lam_adapt: float = 1.05
     target_at: float = 0.7
     mask_steps: int = 200
@@ -154,6 +163,7 @@ class DistillConfig:
             )
         if self.where not in ("in", "out", "both"):
             raise ValueError(f"where must be 'in', 'out' or 'both', got {self.where!r}")
+        check_weighting(self.weighting, self.cost_model)
         for name in ("temperature", "mask_lr", "refine_lr", "bn_lr", "lam_adapt"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
@@ -183,6 +193,10 @@ class DistillConfig:
             d.pop(key)
         d["block_size"] = repr(self.block_size) if callable(self.block_size) else self.block_size
         return d
+
+
+# Fields added after the first checkpoints were written, at their defaults.
+_FINGERPRINT_DEFAULTS = {"weighting": "macs", "cost_model": None}
 
 
 class DistillStopped(RuntimeError):  # noqa: N818 - a stop, not a failure
@@ -461,6 +475,7 @@ class _Distiller:
         self.phase = "masks"
         self.step = 0
         self.lam = cfg.lam
+        self.cost_model = None if cfg.cost_model is None else resolve_cost_model(cfg.cost_model)
         self.cost0: float | None = None
         self.dense_names: list[str] = []
         self.trim: TrimResult | None = None
@@ -572,7 +587,8 @@ class _Distiller:
             total = total + self.cfg.feature_weight * feat
             info["feat"] = float(feat.detach())
         if phase == "masks" and self.lam > 0:
-            total = total + self.lam * fcmask_penalty(self.student, "macs")
+            penalty = fcmask_penalty(self.student, self.cfg.weighting, self.cost_model)
+            total = total + self.lam * penalty
         self.opt.zero_grad(set_to_none=True)
         total.backward()
         self.opt.step()
@@ -632,10 +648,11 @@ class _Distiller:
             return False
         if state.get("version") != CKPT_VERSION:
             raise ValueError(f"{path}: checkpoint version {state.get('version')} is not supported")
-        if state["config"] != self.cfg.fingerprint():
-            diff = sorted(
-                k for k in state["config"] if state["config"][k] != self.cfg.fingerprint().get(k)
-            )
+        now = self.cfg.fingerprint()
+        # Fields added since a checkpoint was written count at their defaults.
+        saved = _FINGERPRINT_DEFAULTS | state["config"]
+        if saved != now:
+            diff = sorted(k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k))
             raise ValueError(
                 f"{path} was written with a different configuration ({', '.join(diff)}); "
                 "use another checkpoint_dir or the same settings"

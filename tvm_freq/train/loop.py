@@ -27,6 +27,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 from tqdm.auto import tqdm
 
+from ..cost_model import resolve_cost_model
 from ..data import load_dataset
 from ..freq import fcmask_parameters, fcmask_penalty, model_macs
 from ..freq.export import export
@@ -136,6 +137,7 @@ class _Run:
             self.model, self.example, cfg.block_size, cfg.max_overhead, cfg.where
         )
         self.lam = LambdaControl(cfg, lambda: self.pruning.macs().pointwise_reduction)
+        self.cost_model = None if cfg.cost_model is None else resolve_cost_model(cfg.cost_model)
         self.state = RunState(lam=cfg.lam)
         self.results: dict[str, Any] = {"phases": []}
         self.opt: torch.optim.Optimizer | None = None
@@ -267,9 +269,9 @@ class _Run:
     ) -> dict[str, float]:
         """One optimizer step on this process's share ``x, y`` of a global batch."""
         assert self.opt is not None and self.net is not None
-        model, weighting = self.model, self.cfg.weighting
+        model, weighting, costs = self.model, self.cfg.weighting, self.cost_model
         masks = kind == "masks" and lam > 0
-        penalty = (lambda: lam * fcmask_penalty(model, weighting)) if masks else None
+        penalty = (lambda: lam * fcmask_penalty(model, weighting, costs)) if masks else None
         info = train_step(self.net, self.opt, x, y, n_global, lr, penalty)
         if kind == "masks":
             with torch.no_grad():
