@@ -370,8 +370,10 @@ def _common(p: argparse.ArgumentParser, *, model: bool = True) -> None:
         p.add_argument("--retune", action="store_true", help="also tune kernels with records")
         p.add_argument("--records", default=None, help="records directory (default ~/.cache)")
         p.add_argument("--no-shipped", action="store_true", help="ignore shipped records")
-        p.add_argument("--shipped-over-defaults", action="store_true",
-                       help="use shipped records also where a default schedule exists")  # fmt: skip
+        p.add_argument("--shipped-over-defaults", action=argparse.BooleanOptionalAction,
+                       default=True,
+                       help="use shipped records also where a default schedule exists "
+                            "(default; --no-shipped-over-defaults: the defaults)")  # fmt: skip
         p.add_argument("--no-prepack", action="store_true", help="no weight pre-packing")
     p.add_argument("--threads", type=int, default=1, help="runtime threads (default 1)")
 
