@@ -33,7 +33,7 @@ def trials_per_workload(directory: Path) -> Counter:
     return Counter(json.loads(line)[0] for line in lines if line.strip())
 
 
-def ship(source: Path, dest: Path, top: int) -> tuple[int, int, int]:
+def ship(source: Path, dest: Path, top: int) -> tuple[int, Counter, int]:
     """Write the ``top`` best records per workload of ``source`` into ``dest``."""
     src = ms.database.JSONDatabase(*(str(source / f) for f in DB_FILES), allow_missing=False)
     with tempfile.TemporaryDirectory() as tmp:
@@ -49,8 +49,8 @@ def ship(source: Path, dest: Path, top: int) -> tuple[int, int, int]:
         dest.mkdir(parents=True, exist_ok=True)
         for f in DB_FILES:
             shutil.copyfile(Path(tmp) / f, dest / f)
-    counts = trials_per_workload(source)
-    return len(workloads), min(counts.values()), kept
+    counts = Counter(trials_per_workload(source).values())
+    return len(workloads), counts, kept
 
 
 def main() -> None:
@@ -67,9 +67,11 @@ def main() -> None:
     for directory in sorted(Path(args.source).iterdir()):
         if not (directory / DB_FILES[1]).is_file():
             continue
-        n, fewest, kept = ship(directory, Path(args.dest) / directory.name, args.top)
-        line = (f"- `{directory.name}`: {n} workloads, each tuned with at least {fewest} "
-                f"trials; the best {args.top} records of each are shipped ({kept} in all).")
+        n, counts, kept = ship(directory, Path(args.dest) / directory.name, args.top)
+        spread = ", ".join(f"{k} kernels {t} trials" for t, k in sorted(counts.items())[::-1])
+        line = (f"- `{directory.name}`: {n} kernels tuned ({spread}; a dense design space of "
+                f"n points gets at most 4n trials); the best {args.top} records of each "
+                f"are shipped ({kept} in all).")
         lines = [ln for ln in lines if not ln.startswith(f"- `{directory.name}`")] + [line]
         print(line)
     readme.write_text("\n".join(lines) + "\n")

@@ -313,7 +313,10 @@ def test_padded_pointwise_computes_whole_vector_tiles():
 
 @pytest.mark.parametrize(("size", "stride", "taps", "padding"),
                          [(17, 1, 5, 2), (17, 2, 5, 2), (14, 2, 3, 1), (13, 2, 3, 1), (9, 2, 5, 2),
-                          (16, 1, 3, 0), (16, 2, 3, 0), (12, 1, 3, 2), (15, 2, 5, 1)])  # fmt: skip
+                          (16, 1, 3, 0), (16, 2, 3, 0), (12, 1, 3, 2), (15, 2, 5, 1),
+                          # stride 2 with phases of at least MIN_PARTITIONED_PHASE (15, 14):
+                          # the copy partitioned at the border, for odd and even widths
+                          (27, 2, 3, 1), (24, 2, 5, 2)])  # fmt: skip
 def test_depthwise_default_schedule_equals_pytorch(size, stride, taps, padding):
     """Depthwise kxk convs, stride 1 and 2, even and odd padded widths (stride 2 reads
     column phases of the padded plane), no padding, and padding other than "same" (the
