@@ -46,7 +46,7 @@ def fcmask_penalty(
         MACs the group's coefficients cost when all are kept (DCT or IDCT plus the
         GEMM work they feed). ``"latency"``: proportional to the time ``cost_model``
         predicts for that same work in the compiled fused kernel, each kind of MAC at
-        its own measured cost (a transform MAC costs about twice a GEMM MAC on the
+        its own measured cost (a transform MAC costs 1.6-1.8x a GEMM MAC on the
         shipped one-thread model), so pruning goes where wall-clock time is saved.
         The weights are normalised to average 1: the penalty has the same value at
         ``FCMask == 1`` whatever the weighting, so ``lambda`` keeps its scale.
