@@ -62,7 +62,7 @@ class Tuning:
     shipped_over_defaults : bool
         Use shipped records also for kernels that have a default schedule (dense convs,
         matmuls, frequency kernels). On by default: the shipped records were tuned in
-        the default schedules' own design spaces (64 trials per task, the default
+        the default schedules' own design spaces (up to 64 trials per task, the default
         schedule among the candidates; ``schedules/records/README.md``), and they run
         MobileNetV2-224 faster than the defaults alone
         (``benchmarks/bench_records.py``). ``False`` keeps the default schedules
@@ -124,13 +124,27 @@ def _progress_callback(total: int, show: bool):
     return _Progress(), bar, measured
 
 
+def build_candidate(mod: tvm.IRModule, target: tvm.target.Target, _params: Any = None) -> Any:
+    """Compile one tuning candidate: MetaSchedule's default build, without registering
+    every tensor intrinsic of every target first (``import tvm.s_tir.tensor_intrin``
+    parses them all: about 28 s in each fresh builder process, and the local builder
+    starts fresh processes for every batch) unless the candidate was tensorized."""
+    from tvm.driver import build as tvm_build
+    from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
+
+    if "tensorize" in mod.script(show_meta=False):
+        import tvm.s_tir.tensor_intrin  # noqa: F401 - registers the intrinsics it names
+    mod = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod)
+    return tvm_build(mod, target=target)
+
+
 def _local(spec: Any, cls: type, timeout: float) -> Any:
     if spec != "local":
         return spec
     if cls is ms.runner.LocalRunner:
         return cls(timeout_sec=timeout, evaluator_config=ms.runner.EvaluatorConfig(
             number=3, repeat=1, min_repeat_ms=50, enable_cpu_cache_flush=False))  # fmt: skip
-    return cls(timeout_sec=timeout)
+    return cls(timeout_sec=timeout, f_build=build_candidate)
 
 
 def _default_schedule_fits(mod: tvm.IRModule) -> bool:
