@@ -59,3 +59,19 @@ def test_tasks_without_a_default_schedule_use_metaschedules_space():
     assert plain and all(r.space == "post-order-apply" and r.cap == 8 for r in plain)
     for r in plain:
         assert all(conv2d.conv_kind(t.dispatched[0]["main"]) is None for t in r.tasks)
+
+
+def test_candidates_build_without_the_tensor_intrinsics_and_run():
+    import numpy as np
+    import tvm
+    from tvm import te
+
+    from tvm_freq.tuning import build_candidate
+
+    a = te.placeholder((64,), name="a")
+    b = te.compute((64,), lambda i: a[i] * 2.0 + 1.0, name="b")
+    lib = build_candidate(tvm.IRModule({"main": te.create_prim_func([a, b])}), host_target())
+    x = np.arange(64, dtype="float32")
+    out = tvm.runtime.tensor(np.zeros(64, dtype="float32"))
+    lib["main"](tvm.runtime.tensor(x), out)
+    np.testing.assert_allclose(out.numpy(), x * 2 + 1)
