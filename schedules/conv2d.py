@@ -318,7 +318,7 @@ def _padded_pixel_step(pixels: int, channels: int, knobs: ConvKnobs) -> int:
 
 
 def _pad_pixels(
-    sch: s_tir.Schedule, conv: s_tir.SBlockRV, flat: s_tir.SBlockRV, pixels: int, step: int
+    sch: s_tir.Schedule, conv: s_tir.SBlockRV, flat: s_tir.SBlockRV, step: int
 ) -> s_tir.SBlockRV:
     """Pad the GEMM's pixel axis to a multiple of ``step``; return the padded input copy.
 
@@ -372,7 +372,7 @@ def schedule_pointwise(sch: s_tir.Schedule, knobs: ConvKnobs = ConvKnobs()) -> N
     )
     sch.transform_block_layout(last, lambda n, f, y, x: (n, f, y * width + x))
     if padded != pixels:
-        flat = _pad_pixels(sch, conv, flat, pixels, step)
+        flat = _pad_pixels(sch, conv, flat, step)
     n, f, p, rc, ry, rx = sch.get_loops(conv)
     if over_pixels:
         rows = _largest_divisor(channels, knobs.rows)

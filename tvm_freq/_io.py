@@ -1,13 +1,14 @@
-"""File helpers shared by the PyTorch side and the mask file: atomic writes."""
+"""File helpers shared by the PyTorch side and the compiler: atomic writes, package data."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write"]
+__all__ = ["atomic_write", "shipped_records_root"]
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
@@ -40,3 +41,20 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
         if tmp.exists():
             tmp.unlink()
     return path
+
+
+def shipped_records_root() -> Path:
+    """Return the directory of records (and cost models) shipped with the package.
+
+    Found without importing ``tvm_freq.schedules``, which imports TVM: training reads the
+    shipped cost models on machines without it.
+
+    Returns
+    -------
+    pathlib.Path
+        ``tvm_freq/schedules/records`` inside the installed package.
+    """
+    spec = importlib.util.find_spec("tvm_freq.schedules")
+    if spec is None or not spec.submodule_search_locations:
+        raise ValueError("tvm_freq.schedules is not installed")
+    return Path(next(iter(spec.submodule_search_locations))) / "records"

@@ -16,7 +16,6 @@ This module imports neither TVM nor torch (fitting imports SciPy's NNLS).
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 from collections.abc import Sequence
@@ -25,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._io import atomic_write
+from ._io import atomic_write, shipped_records_root
 from .band_plan import BandPlan
 
 __all__ = [
@@ -323,14 +322,6 @@ def load_cost_model(roots: Sequence[str | os.PathLike], key: str) -> KernelCostM
     return None
 
 
-def _shipped_records_root() -> Path:
-    # Found without importing tvm_freq.schedules (which imports TVM): training needs none.
-    spec = importlib.util.find_spec("tvm_freq.schedules")
-    if spec is None or not spec.submodule_search_locations:
-        raise ValueError("tvm_freq.schedules is not installed")
-    return Path(next(iter(spec.submodule_search_locations))) / "records"
-
-
 def shipped_cost_models() -> list[str]:
     """Target keys of the cost models shipped with tvm_freq.
 
@@ -339,7 +330,7 @@ def shipped_cost_models() -> list[str]:
     list of str
         Sorted keys, such as ``llvm-skylake-avx512-c1``.
     """
-    root = _shipped_records_root()
+    root = shipped_records_root()
     return sorted(p.parent.name for p in root.glob(f"*/{COST_MODEL_FILE}"))
 
 
@@ -371,7 +362,7 @@ def resolve_cost_model(spec: KernelCostModel | str | os.PathLike) -> KernelCostM
         return KernelCostModel.load(path)
     key = str(spec)
     if key in shipped_cost_models():
-        return KernelCostModel.load(_shipped_records_root() / key / COST_MODEL_FILE)
+        return KernelCostModel.load(shipped_records_root() / key / COST_MODEL_FILE)
     raise ValueError(
         f"no cost model {key!r}: give a cost_model.json file or a shipped target key "
         f"({', '.join(shipped_cost_models()) or 'none shipped'}); "

@@ -24,6 +24,7 @@ from pathlib import Path
 import tvm
 from tvm.s_tir import meta_schedule as ms
 
+from ._io import shipped_records_root
 from .target import target_key
 
 __all__ = [
@@ -47,19 +48,6 @@ def default_records_root() -> Path:
     """
     env = os.environ.get("TVM_FREQ_RECORDS")
     return Path(env) if env else Path.home() / ".cache" / "tvm_freq" / "records"
-
-
-def shipped_records_root() -> Path:
-    """Return the directory of records shipped with the package.
-
-    Returns
-    -------
-    pathlib.Path
-        ``tvm_freq/schedules/records`` inside the installed package.
-    """
-    from . import schedules  # the package-dir mapped schedules/
-
-    return Path(schedules.__file__).parent / "records"
 
 
 def _validate(directory: Path) -> int:

@@ -84,8 +84,8 @@ def fcmask_penalty(
         h, w = layer.in_hw
         full = unpruned_macs(h, w, layer.block_size, layer.in_channels, layer.out_channels)
         # Each kept (channel, coefficient) costs k^2 in its transform and `other` in the GEMM.
-        transform = ("dct", full.dct) if side == "in" else ("idct", full.idct)
-        costs.append(per_mac[transform[0]] * transform[1] + per_mac["gemm"] * full.gemm)
+        kind, transform = ("dct", full.dct) if side == "in" else ("idct", full.idct)
+        costs.append(per_mac[kind] * transform + per_mac["gemm"] * full.gemm)
     cost = torch.tensor(costs, dtype=terms.dtype, device=terms.device)
     if not cost.sum() > 0:
         raise ValueError("the cost model gives the masked coefficients no cost; recalibrate it")

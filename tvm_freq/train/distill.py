@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -196,7 +196,9 @@ class DistillConfig:
 
 
 # Fields added after the first checkpoints were written, at their defaults.
-_FINGERPRINT_DEFAULTS = {"weighting": "macs", "cost_model": None}
+_FINGERPRINT_DEFAULTS = {
+    f.name: f.default for f in fields(DistillConfig) if f.name in ("weighting", "cost_model")
+}
 
 
 class DistillStopped(RuntimeError):  # noqa: N818 - a stop, not a failure
