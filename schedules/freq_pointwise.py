@@ -182,6 +182,33 @@ def _gemm_rows(m: int, cap: int) -> int:
     return d if d * 2 > cap or d == m else min(cap, m)
 
 
+#: Independent accumulators a transform micro-kernel aims for: enough to cover the FMA
+#: latency on two FMA ports (8), few enough to stay in AVX-512's 32 registers.
+TRANSFORM_ACCUMULATORS = (8, 24)
+
+
+def _transform_tile(channels: int, blocks: int, vectors: int, max_channels: int) -> tuple[int, int]:
+    """Channels and blocks per transform micro-kernel (divisors of the extents).
+
+    Each (channel, block) pair holds ``vectors`` accumulators. Of the pairs with at most
+    ``max_channels`` channels and at most :data:`TRANSFORM_ACCUMULATORS`'s upper bound
+    of accumulators, take the smallest that reaches its lower bound (more channels
+    first), else the largest.
+    """
+    lo, hi = TRANSFORM_ACCUMULATORS
+    options = [
+        (cu, pu)
+        for cu in range(1, min(channels, max_channels) + 1)
+        if channels % cu == 0
+        for pu in range(1, blocks + 1)
+        if blocks % pu == 0 and cu * pu * vectors <= max(hi, vectors)
+    ]
+    enough = [o for o in options if o[0] * o[1] * vectors >= lo]
+    if enough:
+        return min(enough, key=lambda o: (o[0] * o[1], -o[0]))
+    return max(options, key=lambda o: (o[0] * o[1], o[0]))
+
+
 def _partition(sch: s_tir.Schedule, loop: s_tir.LoopRV, bounds: list[int], extent: int) -> None:
     """Partition a channel loop at the chunk bounds (``[lo0, hi0, ...]``), one loop each."""
     cuts = sorted({0, extent, *(b for b in bounds if 0 < b < extent)})
@@ -273,9 +300,6 @@ def schedule_fused_pointwise(
     b, o, yy, xx = sch.get_loops(epilogue)
     bh, i = sch.split(yy, [None, k])
     bw, j = sch.split(xx, [None, k])
-    sch.reorder(b, bh, bw, o, i, j)
-    if exact:  # a block's rows are contiguous image rows; one block wide, the whole block
-        sch.vectorize(sch.fuse(i, j) if one_block_wide else j)
     cin_max = int(_param(func, PARAM_PERM).shape[0])
     kkp = int(_param(func, PARAM_IDCT_BASIS).shape[1])
     nbh, nbw = block_grid(h, w, k)
@@ -286,6 +310,17 @@ def schedule_fused_pointwise(
                 else "row" if nbw * per_block <= TILE_BYTES else "block")  # fmt: skip
         if knobs.parallel and tile == "image" and int(func.params[0].shape[0]) == 1:
             tile = "row"  # one image: rows are the parallel work
+    # Below the tile loop, write whole image rows of one channel at a time: block by
+    # block, a block's k-float rows of every channel land in half-written cache lines
+    # that are evicted before the next block completes them (a third of the kernel's
+    # time on 56x56 maps, measured).
+    # One block wide, a block is a contiguous part of its channel plane already.
+    rows_first = tile != "block" and not one_block_wide
+    sch.reorder(*{"block": (b, bh, bw, o, i, j),
+                  "row": (b, bh, o, i, bw, j) if rows_first else (b, bh, bw, o, i, j),
+                  "image": (b, o, bh, i, bw, j) if rows_first else (b, o, bh, bw, i, j)}[tile])  # fmt: skip
+    if exact:  # a block's rows are contiguous image rows; one block wide, the whole block
+        sch.vectorize(sch.fuse(i, j) if one_block_wide else j)
     at, outer, pt = {"block": (bw, 3, 1), "row": (bh, 2, nbw), "image": (b, 1, nbh * nbw)}[tile]
     # Producers run per block, consumers first. The IDCT computes its padded pixel
     # vectors in full (the epilogue reads only the real pixels: declare it reads all).
@@ -352,9 +387,14 @@ def schedule_fused_pointwise(
         # LLVM would hoist all of it into (spilled) registers.
         p_, s_, ij, q = _roles(sch, idct, [pt, width, kkp, need], here)
         if s_ is not None and ij is not None and q is not None:
-            s0, s1 = sch.split(s_, [None, _largest_divisor(width, knobs.idct_channels)])
-            sch.reorder(*[x for x in (p_, s0) if x is not None], q, s1, ij)
-            sch.unroll(s1)
+            su, pu = _transform_tile(width, pt, -(-kkp // _pow2_lanes(kkp, knobs.lanes)),
+                                     knobs.idct_channels)  # fmt: skip
+            s0, s1 = sch.split(s_, [None, su])
+            p0, p1 = sch.split(p_, [None, pu]) if p_ is not None else (None, None)
+            sch.reorder(*[x for x in (p0, s0, q, p1, s1) if x is not None], ij)
+            for x in (p1, s1):
+                if x is not None:
+                    sch.unroll(x)
             _vectorize(sch, ij, knobs.lanes)
             to_decompose.append((idct, q))
         # Output masks and un-grouping: coefficients unrolled (the group of each is then
@@ -406,14 +446,20 @@ def schedule_fused_pointwise(
         c_, p_, q_, r_ = _roles(sch, dct, [size, pt, qj, k * k], outer)
         if r_ is None:
             continue
-        # DCT micro-kernel: a few channels at a time, coefficients vectorised, the block's
-        # pixels rolled by rows (so the basis row in use is reloaded, not hoisted).
-        c0, c1 = (sch.split(c_, [None, _largest_divisor(size, knobs.dct_channels)])
-                  if c_ is not None else (None, None))  # fmt: skip
+        # DCT micro-kernel: a few channels of a few blocks at a time, coefficients
+        # vectorised, the block's pixels rolled by rows (so the basis row in use is
+        # reloaded, not hoisted). Channels x blocks x coefficient vectors independent
+        # accumulators hide the FMA latency: one channel of one block with one vector
+        # ran at a quarter of the FMA rate.
+        cu, pu = _transform_tile(size, pt, -(-qj // _pow2_lanes(qj, knobs.lanes)),
+                                 knobs.dct_channels)  # fmt: skip
+        c0, c1 = sch.split(c_, [None, cu]) if c_ is not None else (None, None)
+        p0, p1 = sch.split(p_, [None, pu]) if p_ is not None else (None, None)
         ri, rj = sch.split(r_, [None, k])
-        sch.reorder(*[x for x in (c0, p_, ri, rj, c1, q_) if x is not None])
-        if c1 is not None:
-            sch.unroll(c1)
+        sch.reorder(*[x for x in (c0, p0, ri, rj, c1, p1, q_) if x is not None])
+        for x in (c1, p1):
+            if x is not None:
+                sch.unroll(x)
         sch.unroll(rj)
         if q_ is not None:
             _vectorize(sch, q_, knobs.lanes)

@@ -56,6 +56,30 @@ def test_default_schedule_is_exact(layer, knobs):
     np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
 
 
+@pytest.mark.parametrize("tile", ["block", "row", "image"])
+@pytest.mark.parametrize("layer", [(1, 24, 48, 16, 16, 4), (1, 20, 36, 14, 14, 7)])
+def test_every_tile_is_exact(layer, tile):
+    """Each unit of work, with the epilogue writing whole image rows (row and image
+    tiles) and the transforms' micro-kernels spanning several blocks."""
+    func, args, ref = _layer(*layer, clip=(0.0, 6.0))
+    sch = s_tir.Schedule(tvm.IRModule({"main": func}))
+    S.schedule_fused_pointwise(sch, S.FusedKnobs(tile=tile))
+    out = _run(sch.mod["main"], args, ref.shape)
+    np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+
+
+def test_transform_tile_hides_latency_within_registers():
+    lo, hi = S.TRANSFORM_ACCUMULATORS
+    # 5 channels (prime) of 7 blocks with 3 vectors each: spread over blocks instead.
+    assert S._transform_tile(5, 7, 3, 4) == (1, 7)
+    # Enough channels: no blocks needed; the fewest pairs that reach the lower bound.
+    assert S._transform_tile(16, 49, 2, 4) == (4, 1)
+    for channels, blocks, vectors in [(5, 7, 3), (11, 7, 1), (16, 49, 2), (3, 1, 1), (1, 1, 8)]:
+        cu, pu = S._transform_tile(channels, blocks, vectors, 4)
+        assert channels % cu == 0 and blocks % pu == 0 and cu <= 4
+        assert cu * pu * vectors <= max(hi, vectors)
+
+
 def test_default_schedule_marks_kernel_scheduled_and_vectorises():
     func, args, ref = _layer(1, 48, 32, 7, 7, 7)
     assert S.is_fused_pointwise(func)
