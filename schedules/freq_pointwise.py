@@ -316,9 +316,12 @@ def schedule_fused_pointwise(
     # time on 56x56 maps, measured).
     # One block wide, a block is a contiguous part of its channel plane already.
     rows_first = tile != "block" and not one_block_wide
-    sch.reorder(*{"block": (b, bh, bw, o, i, j),
-                  "row": (b, bh, o, i, bw, j) if rows_first else (b, bh, bw, o, i, j),
-                  "image": (b, o, bh, i, bw, j) if rows_first else (b, o, bh, bw, i, j)}[tile])  # fmt: skip
+    orders = {
+        "block": (b, bh, bw, o, i, j),
+        "row": (b, bh, o, i, bw, j) if rows_first else (b, bh, bw, o, i, j),
+        "image": (b, o, bh, i, bw, j) if rows_first else (b, o, bh, bw, i, j),
+    }
+    sch.reorder(*orders[tile])
     if exact:  # a block's rows are contiguous image rows; one block wide, the whole block
         sch.vectorize(sch.fuse(i, j) if one_block_wide else j)
     at, outer, pt = {"block": (bw, 3, 1), "row": (bh, 2, nbw), "image": (b, 1, nbh * nbw)}[tile]
