@@ -20,9 +20,8 @@ tuning record matches, :func:`default_schedule` gives each a hand-written schedu
   output channels vectorised from transposed weights, output columns as register rows.
 - **matmul** (``[M, K] x [K, N]``, e.g. a classifier): vectors of ``N`` accumulated over
   ``K`` in registers.
-- **elementwise** (only data-parallel blocks, each writing as many elements as the
-  output, e.g. a residual add left unfused or a reshape): inlined into one loop,
-  vectorised.
+- **elementwise** and **reduction** kernels (a residual add left unfused, a reshape, a
+  global average pool): :mod:`tvm_freq.schedules.generic`.
 
 The elementwise epilogue that Relax fused into the conv (bias, ReLU6 clip, a residual
 add) is inlined into one block and computed per tile, while the tile is in cache.
@@ -32,7 +31,6 @@ always take precedence (the pipeline applies this only to kernels without a reco
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 from enum import Enum
 
@@ -40,6 +38,12 @@ import tvm
 from tvm import s_tir
 from tvm.s_tir import meta_schedule as ms
 from tvm.s_tir.schedule import ScheduleError
+from tvm_freq.schedules.generic import (
+    is_elementwise,
+    is_reduction,
+    schedule_elementwise,
+    schedule_reduction,
+)
 
 from tvm_freq.target import vector_lanes
 
@@ -48,7 +52,7 @@ __all__ = [
     "default_schedule", "design_space", "design_space_size", "knobs_for", "register_tiles",
     "sample_knobs",
     "schedule_depthwise", "schedule_general", "schedule_elementwise", "schedule_matmul",
-    "schedule_pointwise",
+    "schedule_pointwise", "schedule_reduction",
 ]  # fmt: skip
 
 # Block names of Relax's legalised NCHW convolutions (TOPI's compute definitions).
@@ -66,6 +70,7 @@ class ConvKind(Enum):
     GENERAL = "general"  # any other conv with groups 1 (e.g. a 3x3 stride-2 stem)
     MATMUL = "matmul"  # [M, K] x [K, N], e.g. the classifier
     ELEMENTWISE = "elementwise"  # only elementwise blocks, e.g. a residual add
+    REDUCTION = "reduction"  # one reduction and elementwise blocks, e.g. a global pool
 
 
 @dataclass(frozen=True)
@@ -148,11 +153,15 @@ def conv_kind(func: tvm.tirx.PrimFunc) -> ConvKind | None:
         ``POINTWISE`` for a 1x1 stride-1 unpadded conv, ``DEPTHWISE`` for a conv with one
         input channel per group, ``GENERAL`` for any other conv with groups 1,
         ``MATMUL`` for ``[M, K] x [K, N]``, ``ELEMENTWISE`` for data-parallel blocks
-        only; None otherwise, and None when the fused epilogue changes the shape.
+        only, ``REDUCTION`` for one reduction with elementwise blocks around it
+        (:mod:`tvm_freq.schedules.generic`); None otherwise, and None when the fused
+        epilogue changes the shape.
     """
     names = _block_outputs(func)
     if not names:
-        return ConvKind.ELEMENTWISE if _is_elementwise(func) else None
+        if is_elementwise(func):
+            return ConvKind.ELEMENTWISE
+        return ConvKind.REDUCTION if is_reduction(func) else None
     if len(func.params) < 3:
         return None
     x, w, out = _shape(func.params[0]), _shape(func.params[1]), _shape(func.params[-1])
@@ -177,20 +186,6 @@ def conv_kind(func: tvm.tirx.PrimFunc) -> ConvKind | None:
         if w[1] == 1 and x[1] == out[1] == w[0]:
             return ConvKind.DEPTHWISE
     return None
-
-
-def _is_elementwise(func: tvm.tirx.PrimFunc) -> bool:
-    """Whether every block is spatial and writes as many elements as the output has."""
-    sch = s_tir.Schedule(tvm.IRModule({"main": func}), error_render_level="none")
-    out = math.prod(_shape(func.params[-1]))
-    blocks = sch.get_child_blocks(sch.get_sblock("root"))
-    for rv in blocks:
-        block = sch.get(rv)
-        if any(int(iv.iter_type) != 0 for iv in block.iter_vars):  # 0: data parallel
-            return False
-        if len(block.writes) != 1 or math.prod(_shape(block.writes[0].source)) != out:
-            return False
-    return bool(blocks)
 
 
 def _pow2_divisor(n: int, cap: int) -> int:
@@ -626,35 +621,13 @@ def schedule_matmul(sch: s_tir.Schedule, knobs: ConvKnobs = ConvKnobs()) -> None
     _finish_microkernel(sch, mm, k, (i1, j1), jv, lanes, j0, knobs)
 
 
-def schedule_elementwise(sch: s_tir.Schedule, knobs: ConvKnobs = ConvKnobs()) -> None:
-    """Schedule an elementwise kernel in place: one fused loop, vectorised.
-
-    Parameters
-    ----------
-    sch : tvm.s_tir.Schedule
-        Schedule of a module whose ``main`` is a :data:`ConvKind.ELEMENTWISE` kernel.
-    knobs : ConvKnobs
-        Vector width and parallelism.
-    """
-    blocks = sch.get_child_blocks(sch.get_sblock("root"))
-    for block in blocks[:-1]:
-        sch.compute_inline(block)
-    loop = sch.fuse(*sch.get_loops(blocks[-1]))
-    total = int(sch.get(loop).extent)
-    lanes = _pow2_divisor(total, knobs.lanes)
-    outer, vec = sch.split(loop, [None, lanes])
-    if lanes > 1:
-        sch.vectorize(vec)
-    if knobs.parallel:
-        sch.parallel(outer)
-
-
 _SCHEDULES = {
     ConvKind.POINTWISE: schedule_pointwise,
     ConvKind.DEPTHWISE: schedule_depthwise,
     ConvKind.GENERAL: schedule_general,
     ConvKind.MATMUL: schedule_matmul,
     ConvKind.ELEMENTWISE: schedule_elementwise,
+    ConvKind.REDUCTION: schedule_reduction,
 }
 
 
@@ -689,7 +662,7 @@ def _space_options(kind: ConvKind, knobs: ConvKnobs) -> list:
     """The points :func:`sample_knobs` chooses among for ``kind``; the first is the default."""
     if kind is ConvKind.DEPTHWISE:
         return [None, *SAMPLED_DEPTHWISE_ROWS]
-    if kind is ConvKind.ELEMENTWISE:
+    if kind in (ConvKind.ELEMENTWISE, ConvKind.REDUCTION):
         return [None]
     return register_tiles(knobs)
 
