@@ -347,6 +347,7 @@ def schedule_fused_pointwise(
     pairs = [int(x) for x in func.attrs[ATTR_GEMMS]]
     pairs = list(zip(pairs[0::2], pairs[1::2], strict=True))
     placed = []
+    strips: list[s_tir.LoopRV] = []  # each output run's strip loop
     for j in range(n_out):
         # One strip of a run's output channels at a time: the GEMMs of every group for the
         # strip, then its masking and IDCT, so the strip of weights is read once for all
@@ -362,6 +363,7 @@ def schedule_fused_pointwise(
         cv_value = cv if isinstance(cv, int) else int(sch.get(cv))  # a sampled decision
         if s_ is not None:
             where, s1, s2 = sch.split(s_, [None, cv, lanes])  # the strip loop
+            strips.append(where)
             s_ = sch.fuse(s1, s2)
             if p_ is not None:
                 sch.reorder(where, p_)
@@ -468,7 +470,15 @@ def schedule_fused_pointwise(
             _vectorize(sch, q_, knobs.lanes)
         to_decompose.append((dct, ri))
     if knobs.parallel:
-        sch.parallel(sch.fuse(*{"block": (b, bh, bw), "row": (b, bh), "image": (b,)}[tile]))
+        tiles = sch.fuse(*{"block": (b, bh, bw), "row": (b, bh), "image": (b,)}[tile])
+        if _extent(sch, tiles) > 1:
+            sch.parallel(tiles)
+        else:
+            # One tile (one image of one block, e.g. 7x7 at k=7): spread each output
+            # run's strips of output channels instead; the DCT before them stays serial.
+            for strip in strips:
+                if _extent(sch, strip) > 1:
+                    sch.parallel(strip)
     # Reductions are split into init + update last: vectorize and parallel need whole
     # reduction blocks.
     for block, loop in to_decompose:

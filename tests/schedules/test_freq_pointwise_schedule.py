@@ -80,6 +80,22 @@ def test_transform_tile_hides_latency_within_registers():
         assert cu * pu * vectors <= max(hi, vectors)
 
 
+def _parallel_extents(func) -> list[int]:
+    return [int(e) for e in re.findall(r"T\.parallel\((?:T\.int64\()?(\d+)", func.script())]
+
+
+@pytest.mark.parametrize("layer", [(1, 48, 96, 7, 7, 7), (1, 24, 48, 14, 14, 7)])
+def test_threads_split_real_work(layer):
+    """With two cores some loop of more than one iteration runs in parallel: the tiles,
+    or, when the image is one tile (7x7 at k=7), the strips of output channels."""
+    func, args, ref = _layer(*layer, clip=(0.0, 6.0))
+    target = tvm.target.Target({"kind": "llvm", "mcpu": "skylake-avx512", "num-cores": 2})
+    scheduled = S.default_schedule(func, target)
+    assert any(e > 1 for e in _parallel_extents(scheduled))
+    out = _run(scheduled, args, ref.shape, target=target)
+    np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+
+
 def test_default_schedule_marks_kernel_scheduled_and_vectorises():
     func, args, ref = _layer(1, 48, 32, 7, 7, 7)
     assert S.is_fused_pointwise(func)
