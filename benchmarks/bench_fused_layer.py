@@ -4,7 +4,7 @@ Builds the fused kernel (``tvm_freq.kernels.freq_pointwise.fused_pointwise``) of
 pointwise layers with a bundled mask set and random weights, schedules it with the
 default knobs for the target and with each ``--variant`` (GEMM ``rows:col_vectors``),
 and times them in interleaved rounds (minimum of each round's repeats, median over
-rounds), one thread::
+rounds), one thread unless ``--threads``::
 
     TVM_NUM_THREADS=1 python benchmarks/bench_fused_layer.py --layers 3 22 27 \\
         --variant 12:2 --variant 8:3 --variant 6:4
@@ -64,10 +64,12 @@ def main() -> int:
     ap.add_argument("--layers", type=int, nargs="+", default=[3, 22, 27])
     ap.add_argument("--variant", action="append", default=[],
                     help="GEMM rows:col_vectors besides the default")  # fmt: skip
+    ap.add_argument("--threads", type=int, default=1,
+                    help="target cores; set TVM_NUM_THREADS to the same")  # fmt: skip
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--json", help="also write the timings here")
     args = ap.parse_args()
-    target = tvm.target.Target(TARGET)
+    target = tvm.target.Target({**TARGET, "num-cores": args.threads})
     base = S.knobs_for(target)
     variants = {"default": base}
     for v in args.variant:
