@@ -4,11 +4,12 @@
 RESULT`` trains :class:`Tiny` with ``run_training`` in two calls: the first stops after
 ``CUT`` steps with a checkpoint, the second resumes from it and finishes. Each rank
 writes ``RESULT.rank<N>.json``: per-step losses, how many checkpoints it wrote, the
-final report's accuracies and MACs.
+final report's accuracies and MACs, and how many DDP wrappers outlived training.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import sys
 from pathlib import Path
@@ -18,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from test_train import _cfg  # the tiny run of the single-process tests (same folder)
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 import tvm_freq.train.loop as loop
 from tvm_freq.train import TrainConfig, distributed, run_training
@@ -82,10 +84,20 @@ def train(data_dir: str, out_dir: str, cut: int | None) -> dict[str, Any]:
     return {"losses": losses, "saves": saves} | {k: report[k] for k in keys}
 
 
+def live_ddp_wrappers() -> int:
+    """DDP wrappers still alive, collected or not (each holds the process group)."""
+    return sum(isinstance(o, DistributedDataParallel) for o in gc.get_objects())
+
+
 def main() -> None:
     data_dir, out_dir, result = sys.argv[1:4]
     world = distributed.init_from_env()
+    # Without the cycle collector, a wrapper that only a reference cycle (or a kept
+    # traceback) frees would still be alive when training returns.
+    gc.disable()
     out = train(data_dir, out_dir, CUT) | {"rank": world.rank, "world": world.size}
+    out["live_ddp_wrappers"] = live_ddp_wrappers()
+    gc.enable()
     Path(f"{result}.rank{world.rank}.json").write_text(json.dumps(out))
     distributed.shutdown()
 

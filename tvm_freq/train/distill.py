@@ -717,6 +717,10 @@ class _Distiller:
             bar.close()
             if self.tap is not None:
                 self.tap.close()
+            # The DDP wrapper holds the process group: release it here, not when a
+            # traceback or a cycle that holds the distiller is collected.
+            self.ddp = None
+            self.opt = None
         for p in self.student.parameters():
             p.requires_grad_(False)
         self.student.eval()

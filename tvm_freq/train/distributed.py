@@ -57,6 +57,7 @@ Example (a training step)::
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -351,5 +352,11 @@ def shutdown() -> None:
     (torchrun stops the other ranks); the barrier would wait for ranks that never come.
     """
     if dist.is_available() and dist.is_initialized():
+        # A DDP wrapper that is garbage but not yet collected (in a reference cycle, or
+        # held by a traceback) keeps the process group alive past destroy_process_group;
+        # gloo's worker threads would then be torn down during interpreter finalisation,
+        # which can abort the process. Collect it while the interpreter is whole.
+        gc.collect()
         dist.barrier()
         dist.destroy_process_group()
+        gc.collect()

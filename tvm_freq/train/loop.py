@@ -136,7 +136,8 @@ class _Run:
         self.pruning = Pruning(
             self.model, self.example, cfg.block_size, cfg.max_overhead, cfg.where
         )
-        self.lam = LambdaControl(cfg, lambda: self.pruning.macs().pointwise_reduction)
+        pruning = self.pruning  # not ``self``: a closure over the run would make a cycle
+        self.lam = LambdaControl(cfg, lambda: pruning.macs().pointwise_reduction)
         self.cost_model = None if cfg.cost_model is None else resolve_cost_model(cfg.cost_model)
         self.state = RunState(lam=cfg.lam)
         self.results: dict[str, Any] = {"phases": []}
@@ -147,6 +148,15 @@ class _Run:
     # -- phases -----------------------------------------------------------------------
 
     def run(self) -> dict[str, Any]:
+        try:
+            return self._run()
+        finally:
+            # The DDP wrapper holds the process group: release it now, not whenever the
+            # run is collected (see distributed.shutdown).
+            self.opt = None
+            self.net = None
+
+    def _run(self) -> dict[str, Any]:
         torch.manual_seed(self.cfg.seed)
         pending_opt = self._resume()
         while self.state.phase < len(self.phases):
