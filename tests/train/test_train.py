@@ -1,5 +1,6 @@
 """Tests for tvm_freq.train: phases, a tiny run, and checkpoint / resume."""
 
+import copy
 import json
 from dataclasses import replace
 
@@ -8,6 +9,7 @@ import torch
 
 from tvm_freq.masks import load_masks
 from tvm_freq.train import Phase, TrainConfig, build_phases, evaluate, run_training
+from tvm_freq.train.optim import Distill, distill_loss, train_step
 
 
 def _cfg(data_dir, out_dir, **kw):
@@ -59,6 +61,9 @@ def test_build_phases():
         ({"weighting": "latency"}, "needs cost_model"),
         ({"weighting": "latency", "cost_model": "/no/such/cost_model.json"}, "no cost model"),
         ({"cost_model": "llvm-skylake-avx512-c1"}, "latency' only"),
+        ({"self_distill": 1.5}, "self_distill"),
+        ({"self_distill": -0.1}, "self_distill"),
+        ({"distill_temperature": 0.0}, "distill_temperature"),
     ],
 )
 def test_config_validation(kwargs, match):
@@ -114,6 +119,71 @@ def test_tiny_run_resumes_without_losing_steps(data_dir, tmp_path):
     # A changed configuration does not silently resume.
     with pytest.raises(ValueError, match="lam"):
         run_training(_cfg(data_dir, tmp_path / "cut", lam=0.25))
+
+
+def test_self_distillation_keeps_a_teacher_and_resumes_exactly(data_dir, tmp_path):
+    losses: dict[str, list[float]] = {"plain": [], "ref": [], "cut": []}
+
+    def record(key):
+        return lambda info: losses[key].append(info["loss"])
+
+    run_training(_cfg(data_dir, tmp_path / "plain"), record("plain"))
+    ref = run_training(_cfg(data_dir, tmp_path / "ref", self_distill=0.7), record("ref"))
+    assert not ref["interrupted"] and ref["global_step"] == 9
+    # The training phase is the same; afterwards the KL term changes the updates.
+    assert losses["ref"][:3] == pytest.approx(losses["plain"][:3])
+    assert losses["ref"][4:] != pytest.approx(losses["plain"][4:])
+
+    # Cut in the mask phase: the checkpoint holds the teacher, which is the model at the
+    # end of the training phase, not a copy of the student.
+    cut = _cfg(data_dir, tmp_path / "cut", self_distill=0.7, max_steps=5)
+    first = run_training(cut, record("cut"))
+    assert first["interrupted"]
+    ckpt = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=False)
+    teacher, student = ckpt["teacher"], ckpt["model"]
+    assert teacher is not None and not any("fcmask" in k for k in teacher)
+    moved = [k for k in teacher if k in student and not torch.equal(teacher[k], student[k])]
+    assert moved  # the student trained on; the teacher stayed
+    done = run_training(_cfg(data_dir, tmp_path / "cut", self_distill=0.7), record("cut"))
+    assert not done["interrupted"]
+    # Resumed with the stored teacher: the same losses and weights as one run.
+    torch.testing.assert_close(losses["cut"], losses["ref"], rtol=1e-5, atol=1e-6)
+    a = torch.load(tmp_path / "ref" / "fcmask.pt", weights_only=True)
+    b = torch.load(tmp_path / "cut" / "fcmask.pt", weights_only=True)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=1e-5)
+    # Another alpha does not silently resume the finished run.
+    with pytest.raises(ValueError, match="self_distill"):
+        run_training(_cfg(data_dir, tmp_path / "cut", self_distill=0.3))
+
+
+def test_train_step_mixes_cross_entropy_and_kl():
+    torch.manual_seed(0)
+    net = torch.nn.Linear(4, 3)
+    x, y = torch.randn(8, 4), torch.randint(0, 3, (8,))
+
+    def grads(distill):
+        opt = torch.optim.SGD(net.parameters(), lr=0.0)  # lr 0: the weights stay
+        info = train_step(net, opt, x, y, len(y), 0.0, distill=distill)
+        return info, [p.grad.clone() for p in net.parameters()]
+
+    plain_info, plain = grads(None)
+    # alpha 0: cross-entropy alone; the reported loss is the cross-entropy either way.
+    info0, g0 = grads(Distill(copy.deepcopy(net), 0.0, 2.0))
+    assert info0["loss"] == pytest.approx(plain_info["loss"])
+    for a, b in zip(g0, plain, strict=True):
+        torch.testing.assert_close(a, b)
+    # alpha 1 against an identical teacher: the KL is at its minimum, no gradient.
+    _, g1 = grads(Distill(copy.deepcopy(net), 1.0, 2.0))
+    for g in g1:
+        torch.testing.assert_close(g, torch.zeros_like(g), atol=1e-7, rtol=0)
+    # alpha 1 against another teacher: the gradient of T^2 KL, as autograd gives it.
+    other = torch.nn.Linear(4, 3)
+    _, g2 = grads(Distill(other, 1.0, 3.0))
+    net.zero_grad()
+    distill_loss(net(x), other(x).detach(), 3.0).backward()
+    for a, p in zip(g2, net.parameters(), strict=True):
+        torch.testing.assert_close(a, p.grad)
 
 
 def test_mask_learning_stops_at_target(data_dir, tmp_path):

@@ -14,7 +14,7 @@ with any number of processes.
 from __future__ import annotations
 
 import random
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
@@ -130,7 +130,9 @@ def check_compatible(saved: dict[str, Any], cfg: TrainConfig) -> None:
         Naming the fields (other than :data:`RUN_CONTROL`) that differ.
     """
     now = asdict(cfg)
-    diff = [k for k in now if k not in RUN_CONTROL and saved.get(k) != now[k]]
+    # A field added after the checkpoint was written counts as its default.
+    defaults = {f.name: f.default for f in fields(TrainConfig)}
+    diff = [k for k in now if k not in RUN_CONTROL and saved.get(k, defaults[k]) != now[k]]
     if diff:
         raise ValueError(
             f"checkpoint in {cfg.out_dir} was written with a different configuration "

@@ -115,6 +115,14 @@ class TrainConfig:
         Final epochs training only batch-norm layers.
     bn_lr : float
         SGD learning rate of the ``bn`` phase.
+    self_distill : float
+        Weight ``alpha`` of self-distillation in the mask, refine and BN phases: the
+        loss is ``(1 - alpha) * cross-entropy + alpha * T**2 * KL`` against the logits
+        of a frozen copy of the unpruned model as it was at the end of the training
+        phase (the teacher, kept in the checkpoints). 0 (default) trains on labels
+        alone. Beyond the FCMask paper, which refines with cross-entropy only.
+    distill_temperature : float
+        Softmax temperature ``T`` of that KL term.
     bn_recalibrate : int
         After the masks are rounded (squash), re-estimate the batch-norm running
         statistics on this many training batches (no gradients): rounding shifts
@@ -175,6 +183,8 @@ class TrainConfig:
     refine_lr: float = 0.01
     bn_epochs: int = 0
     bn_lr: float = 0.01
+    self_distill: float = 0.0
+    distill_temperature: float = 2.0
     bn_recalibrate: int = 20
     out_dir: str = "runs/fcmask"
     checkpoint_every: int = 50
@@ -221,6 +231,12 @@ class TrainConfig:
         for name in ("lr", "mask_lr", "refine_lr", "bn_lr", "lam", "weight_decay"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0 <= self.self_distill <= 1:
+            raise ValueError(f"self_distill must be in [0, 1], got {self.self_distill}")
+        if not self.distill_temperature > 0:
+            raise ValueError(
+                f"distill_temperature must be > 0, got {self.distill_temperature}"
+            )
         if not 0 <= self.momentum < 1:
             raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
         if self.target_reduction is not None and not self.target_reduction > 0:

@@ -52,6 +52,7 @@ from ..masks import MaskFile
 from . import distributed
 from .checkpoint import save_checkpoint
 from .config import check_weighting
+from .optim import distill_loss
 from .trim import TrimResult, trim_to_target
 
 __all__ = [
@@ -281,16 +282,6 @@ def check_logits(out: Any) -> torch.Tensor:
             f"{out.dtype} tensor of shape {list(out.shape)}"
         )
     return out
-
-
-def distill_loss(
-    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float
-) -> torch.Tensor:
-    """``T**2 * KL(softmax(teacher / T) || softmax(student / T))``, batch mean."""
-    t = temperature
-    log_p = F.log_softmax(student_logits / t, dim=1)
-    log_q = F.log_softmax(teacher_logits / t, dim=1)
-    return F.kl_div(log_p, log_q, log_target=True, reduction="batchmean") * t * t
 
 
 @torch.no_grad()

@@ -15,6 +15,7 @@ and progress bars, and every rank resumes from the checkpoint rank 0 reads.
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from collections.abc import Callable
@@ -36,7 +37,14 @@ from . import distributed
 from .batches import Batches
 from .checkpoint import CKPT_VERSION, read_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig, build_phases
-from .optim import LambdaControl, lr_at, make_optimizer, train_step, trainable_parameters
+from .optim import (
+    Distill,
+    LambdaControl,
+    lr_at,
+    make_optimizer,
+    train_step,
+    trainable_parameters,
+)
 from .pruning import Pruning, macs_summary, recalibrate_bn
 from .state import RunState
 
@@ -110,6 +118,14 @@ def _export(model: nn.Module, example: torch.Tensor, cfg: TrainConfig) -> dict[s
     return paths | {"onnx": str(onnx) if onnx else None}
 
 
+def _frozen_copy(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` in eval mode with no parameter that trains."""
+    teacher = copy.deepcopy(model).eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher
+
+
 class _Run:
     """One training run: phases, epochs and steps; see :func:`run_training`."""
 
@@ -143,6 +159,8 @@ class _Run:
         self.results: dict[str, Any] = {"phases": []}
         self.opt: torch.optim.Optimizer | None = None
         self.net: nn.Module | None = None  # the model, or its DDP wrapper for this phase
+        # With self_distill: the unpruned model at the end of the training phase, frozen.
+        self.teacher: nn.Module | None = None
         self.t0 = time.perf_counter()
 
     # -- phases -----------------------------------------------------------------------
@@ -182,6 +200,9 @@ class _Run:
                 # Same BN treatment as the pruned model gets, for a fair comparison.
                 self._recalibrate_bn()
                 self.results["accuracy_unpruned"] = self._eval()
+            if self.cfg.self_distill > 0:
+                # On replay these are not yet the trained weights; _resume loads them.
+                self.teacher = _frozen_copy(self.model)
             self.pruning.wrap()
         if kind in ("refine", "bn") and self.pruning.soft:
             # A checkpoint holds the trimmed masks and the recalibrated statistics.
@@ -282,7 +303,10 @@ class _Run:
         model, weighting, costs = self.model, self.cfg.weighting, self.cost_model
         masks = kind == "masks" and lam > 0
         penalty = (lambda: lam * fcmask_penalty(model, weighting, costs)) if masks else None
-        info = train_step(self.net, self.opt, x, y, n_global, lr, penalty)
+        distill = None
+        if self.teacher is not None and kind != "train":
+            distill = Distill(self.teacher, self.cfg.self_distill, self.cfg.distill_temperature)
+        info = train_step(self.net, self.opt, x, y, n_global, lr, penalty, distill)
         if kind == "masks":
             with torch.no_grad():
                 for p in fcmask_parameters(self.model):
@@ -327,6 +351,7 @@ class _Run:
             "state": self.state.to_dict(),
             "results": self.results,
             "model": self.model.state_dict(),
+            "teacher": self.teacher.state_dict() if self.teacher is not None else None,
             "optimizer": self.opt.state_dict() if self.opt is not None else None,
             "rng": rng_state(),
         }
@@ -343,6 +368,10 @@ class _Run:
             if i < len(self.phases):
                 self._start_phase(i, replay=True)
         self.model.load_state_dict(ckpt["model"])
+        if self.teacher is not None:
+            if ckpt.get("teacher") is None:
+                raise ValueError(f"{path} holds no teacher for self_distill; resume=False")
+            self.teacher.load_state_dict(ckpt["teacher"])
         set_rng_state(ckpt["rng"])
         return self.state.phase, ckpt["optimizer"]
 

@@ -2,14 +2,16 @@
 
 :func:`trainable_parameters` sets ``requires_grad`` for a phase kind,
 :func:`make_optimizer` and :func:`lr_at` give its optimizer and cosine learning rate,
-:func:`train_step` takes one step on this process's share of a global batch, and
-:class:`LambdaControl` sets the weight of the FCMask penalty during mask learning.
+:func:`train_step` takes one step on this process's share of a global batch (with
+:func:`distill_loss` against a teacher's logits when asked), and :class:`LambdaControl`
+sets the weight of the FCMask penalty during mask learning.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -20,7 +22,15 @@ from . import distributed
 from .config import TrainConfig
 from .state import RunState
 
-__all__ = ["trainable_parameters", "make_optimizer", "lr_at", "train_step", "LambdaControl"]
+__all__ = [
+    "trainable_parameters",
+    "make_optimizer",
+    "lr_at",
+    "distill_loss",
+    "Distill",
+    "train_step",
+    "LambdaControl",
+]
 
 
 def trainable_parameters(model: nn.Module, kind: str) -> list[nn.Parameter]:
@@ -111,6 +121,49 @@ def lr_at(cfg: TrainConfig, kind: str, step: int, total: int) -> float:
     return 0.5 * _base_lr(cfg, kind) * (1 + math.cos(math.pi * step / max(total, 1)))
 
 
+def distill_loss(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """``T**2 * KL(softmax(teacher / T) || softmax(student / T))``, batch mean.
+
+    Parameters
+    ----------
+    student_logits, teacher_logits : torch.Tensor
+        ``[N, classes]`` logits; the teacher's carry no gradient.
+    temperature : float
+        Softmax temperature ``T``; the ``T**2`` keeps the gradient scale of
+        cross-entropy.
+
+    Returns
+    -------
+    torch.Tensor
+        Scalar loss.
+    """
+    t = temperature
+    log_p = F.log_softmax(student_logits / t, dim=1)
+    log_q = F.log_softmax(teacher_logits / t, dim=1)
+    return F.kl_div(log_p, log_q, log_target=True, reduction="batchmean") * t * t
+
+
+@dataclass(frozen=True)
+class Distill:
+    """Self-distillation of a step: a frozen teacher, the KL weight and temperature.
+
+    Parameters
+    ----------
+    teacher : torch.nn.Module
+        Frozen model in eval mode whose logits the student matches.
+    alpha : float
+        The loss is ``(1 - alpha) * cross-entropy + alpha * distill_loss``.
+    temperature : float
+        Softmax temperature of :func:`distill_loss`.
+    """
+
+    teacher: nn.Module
+    alpha: float
+    temperature: float
+
+
 def train_step(
     net: nn.Module,
     opt: torch.optim.Optimizer,
@@ -119,6 +172,7 @@ def train_step(
     n_global: int,
     lr: float,
     penalty: Callable[[], torch.Tensor] | None = None,
+    distill: Distill | None = None,
 ) -> dict[str, float]:
     """One optimizer step of cross-entropy (plus a penalty) on a share of a global batch.
 
@@ -137,11 +191,14 @@ def train_step(
         Learning rate of this step.
     penalty : callable, optional
         Returns a term added to the loss (the same on every rank).
+    distill : Distill, optional
+        Mix the cross-entropy with the KL to a teacher's logits on the same images.
 
     Returns
     -------
     dict
-        ``loss`` (cross-entropy) and ``acc`` of the global batch.
+        ``loss`` (cross-entropy alone, also when distilling) and ``acc`` of the global
+        batch.
     """
     for group in opt.param_groups:
         group["lr"] = lr
@@ -149,9 +206,14 @@ def train_step(
     logits = net(x)
     loss = F.cross_entropy(logits, y)
     total = loss
+    if distill is not None:
+        with torch.no_grad():
+            teacher_logits = distill.teacher(x)
+        kd = distill_loss(logits, teacher_logits, distill.temperature)
+        total = (1 - distill.alpha) * loss + distill.alpha * kd
     weight = distributed.shard_weight(len(y), n_global)
     if weight != 1.0:  # unequal shares: DDP's average must be the global batch's mean
-        total = loss * weight
+        total = total * weight
     if penalty is not None:
         total = total + penalty()
     opt.zero_grad(set_to_none=True)
