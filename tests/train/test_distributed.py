@@ -32,6 +32,7 @@ def _worker_module():
 def _torchrun(nproc: int, *args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
     env["OMP_NUM_THREADS"] = "1"
+    env["PYTHONFAULTHANDLER"] = "1"  # a rank that aborts prints its Python stacks
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
     cmd += [f"--nproc_per_node={nproc}", str(WORKER), *args]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
