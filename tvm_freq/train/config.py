@@ -116,11 +116,12 @@ class TrainConfig:
     bn_lr : float
         SGD learning rate of the ``bn`` phase.
     self_distill : float
-        Weight ``alpha`` of self-distillation in the mask, refine and BN phases: the
-        loss is ``(1 - alpha) * cross-entropy + alpha * T**2 * KL`` against the logits
-        of a frozen copy of the unpruned model as it was at the end of the training
-        phase (the teacher, kept in the checkpoints). 0 (default) trains on labels
-        alone. Beyond the FCMask paper, which refines with cross-entropy only.
+        Weight ``alpha`` of self-distillation in every phase after training (masks,
+        weights, refine, BN): the loss is ``(1 - alpha) * cross-entropy + alpha *
+        T**2 * KL`` against the logits of a frozen copy of the unpruned model as it was
+        at the end of the training phase (the teacher, kept in the checkpoints). 0
+        (default) trains on labels alone. Beyond the FCMask paper, which refines with
+        cross-entropy only.
     distill_temperature : float
         Softmax temperature ``T`` of that KL term.
     bn_recalibrate : int
