@@ -52,7 +52,7 @@ from ..masks import MaskFile
 from . import distributed
 from .checkpoint import save_checkpoint
 from .config import check_weighting
-from .optim import distill_loss
+from .optim import distill_loss, frozen_copy
 from .trim import TrimResult, trim_to_target
 
 __all__ = [
@@ -447,9 +447,7 @@ class _Distiller:
         self.train = train
         self.example = example
         self.world = distributed.init_from_env()
-        self.teacher = copy.deepcopy(model).eval()
-        for p in self.teacher.parameters():
-            p.requires_grad_(False)
+        self.teacher = frozen_copy(model)
         check_logits(self.teacher(example))
         self.student = copy.deepcopy(model).eval()
         block = cfg.block_size if cfg.block_size is not None else overhead_block_size()

@@ -359,4 +359,3 @@ def shutdown() -> None:
         gc.collect()
         dist.barrier()
         dist.destroy_process_group()
-        gc.collect()

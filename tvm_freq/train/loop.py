@@ -15,7 +15,6 @@ and progress bars, and every rank resumes from the checkpoint rank 0 reads.
 
 from __future__ import annotations
 
-import copy
 import json
 import time
 from collections.abc import Callable
@@ -40,6 +39,7 @@ from .config import TrainConfig, build_phases
 from .optim import (
     Distill,
     LambdaControl,
+    frozen_copy,
     lr_at,
     make_optimizer,
     train_step,
@@ -118,14 +118,6 @@ def _export(model: nn.Module, example: torch.Tensor, cfg: TrainConfig) -> dict[s
     return paths | {"onnx": str(onnx) if onnx else None}
 
 
-def _frozen_copy(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` in eval mode with no parameter that trains."""
-    teacher = copy.deepcopy(model).eval()
-    for p in teacher.parameters():
-        p.requires_grad_(False)
-    return teacher
-
-
 class _Run:
     """One training run: phases, epochs and steps; see :func:`run_training`."""
 
@@ -202,7 +194,7 @@ class _Run:
                 self.results["accuracy_unpruned"] = self._eval()
             if self.cfg.self_distill > 0:
                 # On replay these are not yet the trained weights; _resume loads them.
-                self.teacher = _frozen_copy(self.model)
+                self.teacher = frozen_copy(self.model)
             self.pruning.wrap()
         if kind in ("refine", "bn") and self.pruning.soft:
             # A checkpoint holds the trimmed masks and the recalibrated statistics.
@@ -368,9 +360,7 @@ class _Run:
             if i < len(self.phases):
                 self._start_phase(i, replay=True)
         self.model.load_state_dict(ckpt["model"])
-        if self.teacher is not None:
-            if ckpt.get("teacher") is None:
-                raise ValueError(f"{path} holds no teacher for self_distill; resume=False")
+        if self.teacher is not None:  # same self_distill as the checkpoint's (checked)
             self.teacher.load_state_dict(ckpt["teacher"])
         set_rng_state(ckpt["rng"])
         return self.state.phase, ckpt["optimizer"]

@@ -9,6 +9,7 @@ sets the weight of the FCMask penalty during mask learning.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ __all__ = [
     "make_optimizer",
     "lr_at",
     "distill_loss",
+    "frozen_copy",
     "Distill",
     "train_step",
     "LambdaControl",
@@ -143,6 +145,25 @@ def distill_loss(
     log_p = F.log_softmax(student_logits / t, dim=1)
     log_q = F.log_softmax(teacher_logits / t, dim=1)
     return F.kl_div(log_p, log_q, log_target=True, reduction="batchmean") * t * t
+
+
+def frozen_copy(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` in eval mode whose parameters do not train (a teacher).
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Model to copy.
+
+    Returns
+    -------
+    torch.nn.Module
+        The copy.
+    """
+    teacher = copy.deepcopy(model).eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher
 
 
 @dataclass(frozen=True)
