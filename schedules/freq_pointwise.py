@@ -323,7 +323,13 @@ def schedule_fused_pointwise(
     }
     sch.reorder(*orders[tile])
     if exact:  # a block's rows are contiguous image rows; one block wide, the whole block
-        sch.vectorize(sch.fuse(i, j) if one_block_wide else j)
+        if one_block_wide and (k * k) & (k * k - 1):
+            # 49 lanes: LLVM built each channel's bias splat from 24 scalar inserts
+            # (9% of a 7x7 layer's kernel); 7-lane rows broadcast it in one instruction.
+            sch.vectorize(j)
+            sch.unroll(i)
+        else:
+            sch.vectorize(sch.fuse(i, j) if one_block_wide else j)
     at, outer, pt = {"block": (bw, 3, 1), "row": (bh, 2, nbw), "image": (b, 1, nbh * nbw)}[tile]
     # Producers run per block, consumers first. The IDCT computes its padded pixel
     # vectors in full (the epilogue reads only the real pixels: declare it reads all).
@@ -402,15 +408,17 @@ def schedule_fused_pointwise(
                     sch.unroll(x)
             _vectorize(sch, ij, knobs.lanes)
             to_decompose.append((idct, q))
-        # Output masks and un-grouping: coefficients unrolled (the group of each is then
-        # a constant), channels vectorised.
+        # Output masks and un-grouping: channels vectorised, coefficients rolled. Unrolled,
+        # every read of the strip's GEMM outputs had a constant index, so LLVM kept them
+        # in registers from the GEMMs to here, across the later groups' GEMMs and calls:
+        # the GEMM loops then kept their accumulators on the stack (7x7 layers 10-23%
+        # slower, measured).
         p_, s_, q = _roles(sch, sch.get_sblock(freq_out_stage(j)), [pt, width, need], here)
         if s_ is not None and q is not None:
             sch.reorder(q, s_)
             _, sv = sch.split(s_, [None, lanes])
             if lanes > 1:
                 sch.vectorize(sv)
-            sch.unroll(q)
         for n, (g, jj) in enumerate(pairs):
             if jj != j:
                 continue

@@ -192,3 +192,19 @@ def _stage_shapes(func, names):
     """Shape of the buffer each named block of ``func`` writes."""
     sch = tvm.s_tir.Schedule(tvm.IRModule({"main": func}))
     return {n: [int(d) for d in sch.get(sch.get_sblock(n)).writes[0].source.shape] for n in names}
+
+
+def test_packed_weights_are_contiguous_column_blocks():
+    """The fused kernel's weights: blocks of W_BLOCK output channels, each [Cin, W_BLOCK]
+    contiguous, the padded channels zero; unpacking restores the matrix."""
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((5, 37)).astype("float32")  # [Cin, Cout], Cout not a multiple
+    wp = K.pack_weight(w)
+    blocks = -(-37 // K.W_BLOCK)
+    assert wp.shape == (blocks, 5, K.W_BLOCK) and wp.flags["C_CONTIGUOUS"]
+    for o in range(37):
+        np.testing.assert_array_equal(wp[o // K.W_BLOCK, :, o % K.W_BLOCK], w[:, o])
+    assert not wp[-1, :, 37 % K.W_BLOCK :].any()
+    np.testing.assert_array_equal(K.unpack_weight(wp)[:, :37], w)
+    f = K.fused_pointwise(1, 5, 37, 8, 8, 4, [(3, 5, 48)])
+    assert f'{K.PARAM_WEIGHT}: T.Buffer((3, 5, {K.W_BLOCK}), "float32")' in f.script()
