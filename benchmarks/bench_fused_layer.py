@@ -9,6 +9,9 @@ rounds), one thread unless ``--threads``::
     TVM_NUM_THREADS=1 python benchmarks/bench_fused_layer.py --layers 3 22 27 \\
         --variant 12:2 --variant 8:3 --variant 6:4
 
+``--json`` keeps the timings; ``--compare`` reads such a file from another version of the
+kernel (a checkout of an earlier commit) and adds its times and the ratio.
+
 For kernel-level studies; the whole-network numbers come from ``tvm-freq bench``.
 """
 
@@ -68,6 +71,8 @@ def main() -> int:
                     help="target cores; set TVM_NUM_THREADS to the same")  # fmt: skip
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--json", help="also write the timings here")
+    ap.add_argument("--compare", help="a --json file of an earlier run (another version of "
+                    "the kernel): adds its default times and the ratio")  # fmt: skip
     args = ap.parse_args()
     target = tvm.target.Target({**TARGET, "num-cores": args.threads})
     base = S.knobs_for(target)
@@ -77,8 +82,13 @@ def main() -> int:
         variants[v] = dataclasses.replace(base, rows=rows, col_vectors=cols)
     dev = tvm.cpu()
     out = []
-    print("| layer | Cin->Cout @ HxW | k | executed MMAC | " + " | ".join(variants) + " |")
-    print("|---|---|---:|---:|" + "---:|" * len(variants))
+    before = {}
+    if args.compare:
+        with open(args.compare) as fh:
+            before = {r["layer"]: r["us"]["default"] for r in json.load(fh)["layers"]}
+    extra = " | earlier | now / earlier" if before else ""
+    print("| layer | Cin->Cout @ HxW | k | executed MMAC | " + " | ".join(variants) + extra + " |")
+    print("|---|---|---:|---:|" + "---:|" * (len(variants) + 2 * bool(before)))
     for index in args.layers:
         func, inputs, shape, macs = layer_kernel(args.model, args.cut, index)
         exes = {name: build(func, knobs, target) for name, knobs in variants.items()}
@@ -92,9 +102,17 @@ def main() -> int:
         med = {name: float(np.median(t)) for name, t in times.items()}
         cin, cout = int(inputs[0].shape[1]), shape[1]
         k = int(func.attrs[K.ATTR_K])
+        row = " | ".join(f"{t:.1f} us" for t in med.values())
+        if index in before:
+            row += f" | {before[index]:.1f} us | {med['default'] / before[index]:.2f}"
         print(f"| {index} | {cin}->{cout} @ {shape[2]}x{shape[3]} | {k} | {macs.freq / 1e6:.2f} | "
-              + " | ".join(f"{t:.1f} us" for t in med.values()) + " |")  # fmt: skip
+              + row + " |")  # fmt: skip
         out.append({"layer": index, "executed_macs": macs.freq, "us": med})
+    if before:
+        now = sum(r["us"]["default"] for r in out if r["layer"] in before)
+        then = sum(before[r["layer"]] for r in out if r["layer"] in before)
+        print(f"\ntotal over {len(before)} layers: {now:.1f} us now, {then:.1f} us earlier "
+              f"({now / then:.2f})")  # fmt: skip
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"args": vars(args), "layers": out}, fh, indent=2)
