@@ -209,12 +209,14 @@ def _transform_tile(channels: int, blocks: int, vectors: int, max_channels: int)
     return max(options, key=lambda o: (o[0] * o[1], o[0]))
 
 
-def _partition(sch: s_tir.Schedule, loop: s_tir.LoopRV, bounds: list[int], extent: int) -> None:
-    """Partition a channel loop at the chunk bounds (``[lo0, hi0, ...]``), one loop each."""
+def _partition(sch: s_tir.Schedule, loop: s_tir.LoopRV, bounds: list[int], extent: int) -> list:
+    """Partition a channel loop at the chunk bounds (``[lo0, hi0, ...]``), one loop each;
+    returns the loops, or ``[]`` when there is a single chunk."""
     cuts = sorted({0, extent, *(b for b in bounds if 0 < b < extent)})
     sizes = [b - a for a, b in zip(cuts, cuts[1:], strict=False)]
     if len(sizes) > 1:
-        sch.loop_partition(loop, sizes[:-1])  # the last part is what remains
+        return sch.loop_partition(loop, sizes[:-1])  # the last part is what remains
+    return []
 
 
 def _extent(sch: s_tir.Schedule, loop: s_tir.LoopRV) -> int:
@@ -448,11 +450,18 @@ def schedule_fused_pointwise(
                 sch.unroll(inner[-2])
             to_decompose.append((gemm, c_))
     # The masking stage: elementwise over the tile's coefficients.
+    # One loop per input run; each run reads its DCT through min(q, need_j - 1), which made
+    # every vector of coefficients a gather. Vectorise only q < need_j, where the clamp
+    # folds away; the rest (zeros after the masks, never read) stays a scalar loop.
     c_, p_, q_ = _roles(sch, sch.get_sblock(STAGE_DCT), [cin_max, pt, qpad], outer)
-    if q_ is not None:
+    if c_ is not None and q_ is not None:
+        for j, part in enumerate(_partition(sch, c_, in_bounds, cin_max) or [c_]):
+            qj = int(_block_buffer(sch, dct_raw_stage(j)).shape[2])
+            q_loop = sch.get_loops(sch.get_child_blocks(part)[0])[-1]
+            head = sch.loop_partition(q_loop, [qj])[0] if qj < qpad else q_loop
+            _vectorize(sch, head, knobs.lanes)
+    elif q_ is not None:
         _vectorize(sch, q_, knobs.lanes)
-    if c_ is not None:
-        _partition(sch, c_, in_bounds, cin_max)
     for j in range(n_in):
         dct = sch.get_sblock(dct_raw_stage(j))
         size, _, qj = (int(d) for d in _block_buffer(sch, dct_raw_stage(j)).shape)

@@ -221,3 +221,21 @@ def test_output_masking_reads_gemm_results_in_a_rolled_loop(layer):
     assert gemms and all(loops for loops in gemms), gemms  # the micro-kernels still unroll
     out = _run(scheduled, args, ref.shape)
     np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+
+
+@pytest.mark.parametrize("layer", [(1, 48, 32, 7, 7, 7), (1, 24, 48, 14, 14, 7)])
+def test_masking_vectors_stop_at_each_runs_coefficients(layer):
+    """Each input run's DCT holds need_j coefficients and is read through min(q, need_j - 1);
+    vectorised over every q, that clamp made each vector a gather. Each run's masking loop
+    is split at need_j, only the part below it vectorised."""
+    func, args, ref = _layer(*layer)
+    text = S.default_schedule(func, AVX512).script()
+    qpad = int(re.search(r"dct_basis: T\.Buffer\(\(\d+, (\d+)\)", func.script()).group(1))
+    needs = [int(m.group(1)) for m in
+             re.finditer(r"dct_raw\d+ = T\.sblock_alloc_buffer\(\(\d+, \d+, (\d+)\)", text)]
+    short = [q for q in needs if q < qpad]
+    assert short, (needs, qpad)  # the case exercises runs shorter than the widest
+    for q in short:
+        assert f"in range({q}, {qpad}):" in text, (q, qpad)
+    out = _run(S.default_schedule(func, AVX512), args, ref.shape)
+    np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
