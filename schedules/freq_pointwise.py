@@ -455,7 +455,10 @@ def schedule_fused_pointwise(
     # folds away; the rest (zeros after the masks, never read) stays a scalar loop.
     c_, p_, q_ = _roles(sch, sch.get_sblock(STAGE_DCT), [cin_max, pt, qpad], outer)
     if c_ is not None and q_ is not None:
-        for j, part in enumerate(_partition(sch, c_, in_bounds, cin_max) or [c_]):
+        parts = _partition(sch, c_, in_bounds, cin_max) or [c_]
+        if len(parts) != n_in:  # the runs tile [0, cin_max) in order (channel_chunks)
+            raise s_tir.ScheduleError(f"{len(parts)} channel loops for {n_in} input runs")
+        for j, part in enumerate(parts):
             qj = int(_block_buffer(sch, dct_raw_stage(j)).shape[2])
             q_loop = sch.get_loops(sch.get_child_blocks(part)[0])[-1]
             head = sch.loop_partition(q_loop, [qj])[0] if qj < qpad else q_loop
