@@ -116,12 +116,12 @@ def main() -> int:
     cols = [*variants, *([args.baseline, f"default / {args.baseline}"] if args.baseline else [])]
     print("| layer | Cin->Cout @ HxW | k | executed MMAC | " + " | ".join(cols) + " |")
     print("|---|---|---:|---:|" + "---:|" * len(cols))
-    base = baseline_modules(args.baseline) if args.baseline else None
+    baseline = baseline_modules(args.baseline) if args.baseline else None
     for index in args.layers:
         func, inputs, shape, macs = layer_kernel(args.model, args.cut, index)
         runs = {name: (build(func, knobs, target), inputs) for name, knobs in variants.items()}
-        if base is not None:
-            bk, bs = base
+        if baseline is not None:
+            bk, bs = baseline
             bfunc, binputs, _, _ = layer_kernel(args.model, args.cut, index, kernels=bk)
             runs[args.baseline] = (build(bfunc, bs.knobs_for(target), target, bs), binputs)
         times: dict[str, list[float]] = {name: [] for name in runs}

@@ -164,9 +164,9 @@ PARAM_WEIGHT = "W"  # [ceil(cout_max / W_BLOCK), cin_max, W_BLOCK]
 COUT_ALIGN, COEF_ALIGN, PIX_ALIGN = _COUT_ALIGN, _COEF_ALIGN, _PIX_ALIGN
 
 #: Output channels per contiguous column block of the fused kernel's weights: a strip of
-#: output channels then streams its weights in order (the GEMMs read a [Cin, Cout] matrix
-#: one 64-byte row piece at a time, 5 KB apart on 320->1280, and ran 7-18% slower on the
-#: 7x7 layers, measured). Equal to COUT_ALIGN, so every run starts a block.
+#: output channels then streams its weights in order (a [Cin, Cout] matrix is read one
+#: 64-byte row piece at a time, 5 KB apart on 320->1280). Equal to COUT_ALIGN, so every
+#: run starts a block.
 W_BLOCK = COUT_ALIGN
 
 

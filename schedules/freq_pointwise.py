@@ -326,8 +326,8 @@ def schedule_fused_pointwise(
     sch.reorder(*orders[tile])
     if exact:  # a block's rows are contiguous image rows; one block wide, the whole block
         if one_block_wide and (k * k) & (k * k - 1):
-            # 49 lanes: LLVM built each channel's bias splat from 24 scalar inserts
-            # (9% of a 7x7 layer's kernel); 7-lane rows broadcast it in one instruction.
+            # 49 lanes: LLVM built each channel's bias splat from 24 scalar inserts;
+            # 7-lane rows broadcast it in one instruction (docs/compiler.md, pitfall 6).
             sch.vectorize(j)
             sch.unroll(i)
         else:
@@ -413,8 +413,7 @@ def schedule_fused_pointwise(
         # Output masks and un-grouping: channels vectorised, coefficients rolled. Unrolled,
         # every read of the strip's GEMM outputs had a constant index, so LLVM kept them
         # in registers from the GEMMs to here, across the later groups' GEMMs and calls:
-        # the GEMM loops then kept their accumulators on the stack (7x7 layers 10-23%
-        # slower, measured).
+        # the GEMM loops then kept their accumulators on the stack (pitfall 5).
         p_, s_, q = _roles(sch, sch.get_sblock(freq_out_stage(j)), [pt, width, need], here)
         if s_ is not None and q is not None:
             sch.reorder(q, s_)
