@@ -327,6 +327,12 @@ def _pad_pixels(
     return padded_in
 
 
+# Fewest pixel tiles that copy their own activations and that threads share by tile (a
+# 7x7 map has 7 tiles of 7 pixels); with fewer, one copy of the whole input comes first
+# and threads share channel and pixel tiles.
+MIN_THREAD_TILES = 7
+
+
 def schedule_pointwise(sch: s_tir.Schedule, knobs: ConvKnobs = ConvKnobs()) -> None:
     """Schedule a legalised pointwise conv (with its fused epilogue) in place.
 
@@ -385,11 +391,23 @@ def schedule_pointwise(sch: s_tir.Schedule, knobs: ConvKnobs = ConvKnobs()) -> N
             sch.reorder(n, f0, p0, rc, ry, rx, f1, p1, pv)
         inner = (f1, p1, pv)
     else:
-        pixels_outer = False
         rows = _largest_divisor(pixels, knobs.rows)
         f0, f1, fv = sch.split(f, [None, vecs, lanes])
         p0, p1 = sch.split(p, [None, rows])
-        sch.reorder(n, f0, p0, rc, ry, rx, p1, f1, fv)
+        # Pixel tiles outermost for a narrowing conv (the bigger input) when threads share
+        # the work or there are several channel tiles: each tile's activations ([Cin,
+        # rows], copied by the tile itself, below) then serve every channel tile from L1.
+        # A widening conv's copy is cheap; its threads share channel and pixel tiles
+        # (7x7 maps: 7 pixel tiles alone split unevenly).
+        pixels_outer = (
+            int(sch.get(rc).extent) >= channels
+            and (knobs.parallel or int(sch.get(f0).extent) > 1)
+            and int(sch.get(p0).extent) >= MIN_THREAD_TILES
+        )
+        if pixels_outer:
+            sch.reorder(n, p0, f0, rc, ry, rx, p1, f1, fv)
+        else:
+            sch.reorder(n, f0, p0, rc, ry, rx, p1, f1, fv)
         inner = (p1, f1, fv)
     sch.reverse_compute_at(last, f0 if pixels_outer else p0)  # the inner tile loop
     if over_pixels:
@@ -401,18 +419,33 @@ def schedule_pointwise(sch: s_tir.Schedule, knobs: ConvKnobs = ConvKnobs()) -> N
             sch.reorder(tile["p"], tile["f"])
         if lanes > 1:
             sch.vectorize(sch.split(tile["f"], [None, lanes])[1])
-    fl = sch.get_loops(flat)
-    if padded == pixels:
-        sch.vectorize(sch.split(sch.fuse(fl[-2], fl[-1]), [None, knobs.lanes])[1])
-    else:  # whole vectors of real pixels; the last partial vector and the zeros stay scalar
-        body = pixels // knobs.lanes * knobs.lanes
-        if body:
-            head = sch.loop_partition(fl[-1], [body])[0]
-            sch.vectorize(sch.split(head, [None, knobs.lanes])[1])
-    # Threads share channel tiles and pixel tiles: a narrow layer (64 output channels at
-    # 14x14) has a single channel tile.
-    first, second = (p0, f0) if pixels_outer else (f0, p0)
-    outer = sch.fuse(first, second) if knobs.parallel else first
+    if pixels_outer and padded == pixels and int(sch.get(p0).extent) >= MIN_THREAD_TILES:
+        # Each pixel tile copies its own activations ([Cin, tile]) just before its GEMM
+        # reads them, from L1, for every channel tile; with threads the copy runs on every
+        # core and lands in the cache of the core that reads it. (A copy of the whole input
+        # ahead of the GEMM ran on one thread, and the other core then read half of it from
+        # the first one's cache: project layers ran slower on two threads than on one.)
+        sch.transform_block_layout(flat, lambda n, c, y, x: (n, c, y * width + x))
+        sch.compute_at(flat, p0)
+        outer = p0
+        fl = sch.get_loops(flat)
+        if int(sch.get(fl[-1]).extent) % knobs.lanes == 0:
+            sch.vectorize(sch.split(fl[-1], [None, knobs.lanes])[1])
+    else:
+        fl = sch.get_loops(flat)
+        if padded == pixels:
+            sch.vectorize(sch.split(sch.fuse(fl[-2], fl[-1]), [None, knobs.lanes])[1])
+        else:  # whole vectors of real pixels; the last partial vector and the zeros stay scalar
+            body = pixels // knobs.lanes * knobs.lanes
+            if body:
+                head = sch.loop_partition(fl[-1], [body])[0]
+                sch.vectorize(sch.split(head, [None, knobs.lanes])[1])
+        # Threads share channel tiles and pixel tiles (a narrow layer, 64 output channels
+        # at 14x14, has one channel tile), and the copy's channels.
+        first, second = (p0, f0) if pixels_outer else (f0, p0)
+        outer = sch.fuse(first, second) if knobs.parallel else first
+        if knobs.parallel:
+            sch.parallel(fl[1])
     _finish_microkernel(sch, conv, rc, inner[:2], inner[2], lanes, outer, knobs)
 
 

@@ -324,6 +324,7 @@ def schedule_fused_pointwise(
         "image": (b, o, bh, i, bw, j) if rows_first else (b, o, bh, bw, i, j),
     }
     sch.reorder(*orders[tile])
+    epilogue_channels = o
     if exact:  # a block's rows are contiguous image rows; one block wide, the whole block
         if one_block_wide and (k * k) & (k * k - 1):
             # 49 lanes: LLVM built each channel's bias splat from 24 scalar inserts;
@@ -464,6 +465,7 @@ def schedule_fused_pointwise(
             _vectorize(sch, head, knobs.lanes)
     elif q_ is not None:
         _vectorize(sch, q_, knobs.lanes)
+    dct_channels: list[s_tir.LoopRV] = []  # each input run's outer channel loop
     for j in range(n_in):
         dct = sch.get_sblock(dct_raw_stage(j))
         size, _, qj = (int(d) for d in _block_buffer(sch, dct_raw_stage(j)).shape)
@@ -481,6 +483,8 @@ def schedule_fused_pointwise(
         p0, p1 = sch.split(p_, [None, pu]) if p_ is not None else (None, None)
         ri, rj = sch.split(r_, [None, k])
         sch.reorder(*[x for x in (c0, p0, ri, rj, c1, p1, q_) if x is not None])
+        if c0 is not None:
+            dct_channels.append(c0)
         for x in (c1, p1):
             if x is not None:
                 sch.unroll(x)
@@ -493,11 +497,13 @@ def schedule_fused_pointwise(
         if _extent(sch, tiles) > 1:
             sch.parallel(tiles)
         else:
-            # One tile (one image of one block, e.g. 7x7 at k=7): spread each output
-            # run's strips of output channels instead; the DCT before them stays serial.
-            for strip in strips:
-                if _extent(sch, strip) > 1:
-                    sch.parallel(strip)
+            # One tile (one image of one block, e.g. 7x7 at k=7): spread each stage over
+            # channels instead: every input run's DCT, every output run's strips of
+            # output channels, and the epilogue. (With the DCT and the epilogue serial,
+            # 7x7 layers ran no faster on two threads than on one.)
+            for loop in [*dct_channels, *strips, epilogue_channels]:
+                if _extent(sch, loop) > 1:
+                    sch.parallel(loop)
     # Reductions are split into init + update last: vectorize and parallel need whole
     # reduction blocks.
     for block, loop in to_decompose:

@@ -93,3 +93,38 @@ def test_load_rebuilds_the_build_report(compiled, tmp_path):
     loaded = tvm_freq.load(compiled.export_library(tmp_path / "r.so"))
     assert isinstance(loaded.report, BuildReport)
     assert loaded.report == compiled.report
+
+
+def _pool_script(body: str, env_threads: str | None) -> subprocess.CompletedProcess:
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "TVM_NUM_THREADS"}
+    if env_threads is not None:
+        env["TVM_NUM_THREADS"] = env_threads
+    return subprocess.run([sys.executable, "-W", "always", "-c", body], env=env,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+
+
+def test_thread_pool_grows_after_a_single_thread_run():
+    # TVM sizes its pool once, on first use; tvm_freq starts it with every CPU so that a
+    # 1-thread model run first does not cap a 2-thread one after it.
+    body = (
+        "import os, tvm_ffi\n"
+        "from tvm_freq.runtime import set_num_threads\n"
+        "n = len(os.sched_getaffinity(0))\n"
+        "set_num_threads(1)\n"
+        "set_num_threads(n)\n"
+        "print(n, tvm_ffi.get_global_func('runtime.NumThreads')())\n"
+    )
+    out = _pool_script(body, env_threads=None)
+    assert out.returncode == 0, out.stderr
+    cpus, running = out.stdout.split()
+    assert running == cpus
+    assert "RuntimeWarning" not in out.stderr
+
+
+def test_thread_pool_too_small_warns():
+    body = "from tvm_freq.runtime import set_num_threads\nset_num_threads(1)\nset_num_threads(2)\n"
+    out = _pool_script(body, env_threads="1")
+    assert out.returncode == 0, out.stderr
+    assert "thread pool runs 1 thread(s), not 2" in out.stderr

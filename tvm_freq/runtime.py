@@ -13,6 +13,7 @@ import json
 import os
 import statistics
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,13 @@ _META_VERSION = 1
 #: Size the process-wide pool was last set to by :func:`set_num_threads` (None: never).
 _pool_threads: int | None = None
 
+# TVM creates its pool on first use with TVM_NUM_THREADS workers, or, unset, half the
+# CPUs on x86 (it assumes two hyperthreads per core: one worker on a 2-core machine), and
+# never grows it later. Start it with every CPU this process may use, so that any
+# ``threads`` up to that count takes effect.
+_cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+os.environ.setdefault("TVM_NUM_THREADS", str(_cpus or 1))
+
 
 def set_num_threads(threads: int) -> None:
     """Set the TVM runtime thread pool size for this process.
@@ -50,10 +58,20 @@ def set_num_threads(threads: int) -> None:
     global _pool_threads
     if threads < 1:
         raise ValueError(f"threads must be >= 1, got {threads}")
-    os.environ["TVM_NUM_THREADS"] = str(threads)
-    # affinity mode 0 = default; the pool is resized in place.
+    # affinity mode 0 = default; the pool is resized in place, up to the size it started
+    # with (set below only after: a pool this call creates starts from the variable).
     tvm_ffi.get_global_func("runtime.config_threadpool")(0, int(threads))
+    os.environ["TVM_NUM_THREADS"] = str(threads)
     _pool_threads = int(threads)
+    running = int(tvm_ffi.get_global_func("runtime.NumThreads")())
+    if running < threads:
+        warnings.warn(
+            f"TVM's thread pool runs {running} thread(s), not {threads}: it was started "
+            f"with fewer workers before tvm_freq set it. Set TVM_NUM_THREADS={threads} (or "
+            "more) before the first TVM call.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
 
 
 @dataclass(frozen=True)

@@ -86,6 +86,8 @@ class _Block(torch.nn.Module):
         (16, 88, 24, 17, 1),  # 289 pixels, 88 channels: pixels padded to whole tiles
         (16, 48, 16, 33, 1),  # 1089 pixels: padding adds under 5%, so pixels vectorised
         (8, 32, 8, 33, 2),  # stride 2 with an odd padded width (35): a zero column
+        (16, 48, 16, 32, 1),  # project over pixels: each pixel tile copies its input
+        (80, 96, 80, 7, 1),  # project over 5 channel tiles: each pixel tile copies
     ],
 )  # fmt: skip
 def test_default_scheduled_network_equals_pytorch(cin, mid, cout, size, stride):
@@ -106,11 +108,11 @@ def test_default_scheduled_network_equals_pytorch(cin, mid, cout, size, stride):
 
 
 @pytest.mark.parametrize(("mid", "size", "stride"),
-                         [(32, 14, 1), (88, 17, 1), (88, 35, 2)])  # fmt: skip
+                         [(32, 14, 1), (88, 17, 1), (88, 35, 2), (48, 32, 1)])  # fmt: skip
 def test_default_schedule_with_threads_is_exact(mid, size, stride):
     # 14x14: channel vectors; 17x17: padded pixels and a predicated last row step;
     # 35 -> 18 with stride 2: padded pixels (1225 -> 1248, 324 -> 336) and column
-    # phases of an odd padded width (37).
+    # phases of an odd padded width (37); 32x32: pixel tiles that copy their own input.
     net = _Block(16, mid, 16, stride).eval()
     x = torch.randn(1, 16, size, size)
     model = tvm_freq.build(net, example_inputs=x, tuning=Tuning(use_shipped=False), threads=2)
@@ -141,6 +143,59 @@ def test_narrow_convs_give_every_thread_work(net, shape):
     text = default_schedule(func, target).script()
     extents = [int(e) for e in re.findall(r"T\.parallel\((?:T\.int64\()?(\d+)", text)]
     assert extents and max(extents) >= 7, extents
+
+
+def _pointwise_loops(cin: int, cout: int, size: int, cores: int):
+    """The scheduled pointwise kernel's activations copy and GEMM loops, outermost first."""
+    import tvm
+    from tvm import s_tir
+    from tvm_freq.schedules.conv2d import default_schedule
+
+    target = tvm.target.Target({"kind": "llvm", "mcpu": "skylake-avx512", "num-cores": cores})
+    net = torch.nn.Conv2d(cin, cout, 1).eval()
+    mod = lower(import_model(net, input_shape=(1, cin, size, size)).mod, target)
+    (func,) = [f for gv, f in mod.functions.items()
+               if gv.name_hint != "main" and conv_kind(f) is ConvKind.POINTWISE]  # fmt: skip
+    sch = s_tir.Schedule(default_schedule(func, target))
+    name = func.params[0].name
+    copy = [sch.get(lp) for lp in sch.get_loops(sch.get_sblock(f"{name}_global"))]
+    gemm = [sch.get(lp) for lp in sch.get_loops(sch.get_sblock("conv2d_nchw_update"))]
+    return copy, gemm
+
+
+@pytest.mark.parametrize(
+    ("cin", "cout", "size", "cores"),
+    [
+        (144, 24, 56, 1),  # pixel vectors
+        (144, 24, 56, 2),
+        (960, 160, 7, 1),  # channel vectors, 5 channel tiles
+        (384, 64, 14, 2),  # channel vectors, one channel tile
+    ],
+)  # fmt: skip
+def test_narrowing_pointwise_copies_activations_per_pixel_tile(cin, cout, size, cores):
+    """A narrowing conv's pixel tiles copy their own activations inside the tile loop, the
+    one threads share: a whole-input copy ahead of the GEMM ran on one thread and left
+    half the input in the other core's cache (project layers ran slower on two threads
+    than on one)."""
+    from tvm.tirx import ForKind
+
+    copy, gemm = _pointwise_loops(cin, cout, size, cores)
+    assert copy[1].same_as(gemm[1])  # [0] is the batch
+    assert (gemm[1].kind == ForKind.PARALLEL) == (cores > 1)
+
+
+@pytest.mark.parametrize(
+    ("cin", "cout", "size", "cores"),
+    [
+        (64, 384, 14, 1),  # widening: one copy of the whole (small) input first
+        (64, 384, 14, 2),
+        (384, 64, 14, 1),  # one channel tile, one thread: nothing to reuse per tile
+        (32, 16, 4, 2),  # a 4x4 map: too few pixel tiles
+    ],
+)  # fmt: skip
+def test_other_pointwise_convs_copy_activations_once(cin, cout, size, cores):
+    copy, gemm = _pointwise_loops(cin, cout, size, cores)
+    assert not copy[1].same_as(gemm[1])
 
 
 def test_knobs_follow_the_target():

@@ -96,6 +96,25 @@ def test_threads_split_real_work(layer):
     np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
 
 
+def test_one_tile_spreads_every_stage_over_threads():
+    """A 7x7 map at k=7 is one tile: each input run's DCT and the epilogue run in
+    parallel over channels too, not only the GEMM strips (with them serial, 7x7 layers ran
+    no faster on two threads than on one)."""
+    from tvm.tirx import ForKind
+
+    func, args, ref = _layer(1, 48, 96, 7, 7, 7, clip=(0.0, 6.0))
+    target = tvm.target.Target({"kind": "llvm", "mcpu": "skylake-avx512", "num-cores": 2})
+    scheduled = S.default_schedule(func, target)
+    sch = s_tir.Schedule(scheduled)
+    n_in = len(func.attrs[K.ATTR_IN_CHUNKS]) // 2
+    stages = [f"{K.dct_raw_stage(j)}_update" for j in range(n_in)] + [K.STAGE_EPILOGUE]
+    for name in stages:
+        kinds = [sch.get(lp).kind for lp in sch.get_loops(sch.get_sblock(name))]
+        assert ForKind.PARALLEL in kinds, name
+    out = _run(scheduled, args, ref.shape, target=target)
+    np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+
+
 def test_default_schedule_marks_kernel_scheduled_and_vectorises():
     func, args, ref = _layer(1, 48, 32, 7, 7, 7)
     assert S.is_fused_pointwise(func)
