@@ -7,6 +7,11 @@ ship, for example:
         --max-trials-per-task 64 --records /tmp/records
     python benchmarks/ship_records.py /tmp/records --top 4
 
+To add trials on top of the shipped records (for example after a change of a default
+schedule, which is one candidate of its design space), copy them into a scratch store,
+retune there and ship with a ``--note`` saying so: the trial counts of the line are the
+scratch store's, the previously shipped best records included.
+
 The shipped store of each target is replaced (its ``cost_model.json`` is kept), and
 ``schedules/records/README.md`` gets a line per target saying how many trials each of
 its workloads got.
@@ -58,6 +63,9 @@ def main() -> None:
     p.add_argument("source", help="records root of the tuning run (holds <target key>/)")
     p.add_argument("--top", type=int, default=4, help="records kept per workload")
     p.add_argument("--dest", default=str(RECORDS))
+    p.add_argument("--note", default="",
+                   help="how the source store came about, appended to the README line "
+                        "(e.g. that it started from the previously shipped records)")  # fmt: skip
     args = p.parse_args()
     readme = Path(args.dest) / "README.md"
     lines = readme.read_text().splitlines() if readme.is_file() else [
@@ -71,7 +79,7 @@ def main() -> None:
         spread = ", ".join(f"{k} kernels {t} trials" for t, k in sorted(counts.items())[::-1])
         line = (f"- `{directory.name}`: {n} kernels tuned ({spread}; a dense design space of "
                 f"n points gets at most 4n trials); the best {args.top} records of each "
-                f"are shipped ({kept} in all).")
+                f"are shipped ({kept} in all).") + (f" {args.note}" if args.note else "")
         lines = [ln for ln in lines if not ln.startswith(f"- `{directory.name}`")] + [line]
         print(line)
     readme.write_text("\n".join(lines) + "\n")

@@ -180,6 +180,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     ap.add_argument("--jobs", type=int, help="trainings at once, each in its own process")
     ap.add_argument("--checkpoint-every", type=int, help="steps between checkpoints")
+    ap.add_argument("--report-only", action="store_true",
+                    help="train nothing: tabulate the finished runs of the grid, each row "
+                         "over the seeds it has (its seeds column says which)")  # fmt: skip
     ap.add_argument(
         "--twins-only",
         action="store_true",
@@ -476,7 +479,9 @@ def aggregate(results: dict[Run, dict], args: argparse.Namespace) -> dict[str, A
     """Per model: twin accuracy, and per activation and beta the paired ratios over seeds."""
     table: dict[str, Any] = {}
     for name in args.models:
-        twins = {s: results[Run(name, s)] for s in args.seeds}
+        twins = {s: results[Run(name, s)] for s in args.seeds if Run(name, s) in results}
+        if not twins:
+            continue
         entry: dict[str, Any] = {
             "label": LABELS[name], "kwargs": model_kwargs(name, args),
             "twin_accuracy": _stats([t["accuracy"] for t in twins.values()]),
@@ -487,7 +492,10 @@ def aggregate(results: dict[Run, dict], args: argparse.Namespace) -> dict[str, A
             entry["twin_overall_bytes"] = _stats([t["overall_peak_bytes"] for t in twins.values()])
         for act in args.activations:
             for beta in betas_for(act, args):
-                per = [(results[Run(name, s, act, beta)], twins[s]) for s in args.seeds]
+                per = [(results[Run(name, s, act, beta)], twins[s]) for s in args.seeds
+                       if Run(name, s, act, beta) in results]  # fmt: skip
+                if not per:  # --report-only: not trained yet
+                    continue
                 row = {
                     "saved": _stats([r["saved_bytes_mean"] / t["saved_bytes_mean"]
                                      for r, t in per]),
@@ -495,6 +503,7 @@ def aggregate(results: dict[Run, dict], args: argparse.Namespace) -> dict[str, A
                     "accuracy": _stats([r["accuracy"] for r, _ in per]),
                     "kept": _stats([r["density_mean"] for r, _ in per]),
                     "seconds_per_step": _stats([r["seconds_per_step"] for r, _ in per]),
+                    "seeds": [s for s in args.seeds if Run(name, s, act, beta) in results],
                 }  # fmt: skip
                 for col, key in (("overall", "overall_peak_bytes"), ("step_peak", "peak_bytes")):
                     if all(r.get(key) and t.get(key) for r, t in per):
@@ -551,12 +560,13 @@ def markdown(report: dict) -> str:
                   + (f", overall {entry['twin_overall_bytes']['mean'] / 2**20:.1f} MiB"
                      if "twin_overall_bytes" in entry else "") + ".", ""]  # fmt: skip
         if entry["rows"]:
-            lines += ["| block | beta | saved (%) | overall (%) | step peak (%) | kept (%) "
-                      "| Δ acc (points) | s/step |",
-                      "|---|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+            lines += ["| block | beta | seeds | saved (%) | overall (%) | step peak (%) "
+                      "| kept (%) | Δ acc (points) | s/step |",
+                      "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
         for r in entry["rows"].values():
             lines.append(
-                f"| {r['activation']} | {r['beta']:g} | {_fmt(r['saved'])} | "
+                f"| {r['activation']} | {r['beta']:g} | "
+                f"{', '.join(map(str, r.get('seeds', cfg['seeds'])))} | {_fmt(r['saved'])} | "
                 f"{_fmt(r.get('overall'))} | {_fmt(r.get('step_peak'))} | {_fmt(r['kept'])} | "
                 f"{_fmt(r['delta'], sign=True, digits=2)} | "
                 f"{r['seconds_per_step']['mean']:.2f} |"
@@ -582,7 +592,19 @@ def main(argv: list[str] | None = None) -> int:
     runs = [Run(n, s) for n in args.models for s in args.seeds]
     runs += [Run(n, s, a, b) for n in args.models for a in args.activations
              for b in betas_for(a, args) for s in args.seeds]  # fmt: skip
-    results = train_all(runs, args, store)
+    if args.report_only:
+        # Read back the finished runs of the grid; a row averages the seeds it has.
+        results = {}
+        for run in runs:
+            done = store / f"{run.key}.json"
+            if done.exists():
+                results[run] = json.loads(done.read_text())
+        results = {r: v for r, v in results.items()
+                   if not r.spectral or Run(r.model, r.seed) in results}  # fmt: skip
+        if not results:
+            raise SystemExit(f"no finished runs of this grid in {store}")
+    else:
+        results = train_all(runs, args, store)
     steps = next(iter(results.values()))["steps"]
     report = {
         "command": " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]),
