@@ -191,6 +191,7 @@ def test_narrowing_pointwise_copies_activations_per_pixel_tile(cin, cout, size, 
         (64, 384, 14, 2),
         (384, 64, 14, 1),  # one channel tile, one thread: nothing to reuse per tile
         (32, 16, 4, 2),  # a 4x4 map: too few pixel tiles
+        (208, 96, 9, 1),  # 9x9: 3-pixel tiles, too short to pay for their own copy
     ],
 )  # fmt: skip
 def test_other_pointwise_convs_copy_activations_once(cin, cout, size, cores):
