@@ -52,7 +52,7 @@ from ..masks import MaskFile
 from . import distributed
 from .checkpoint import save_checkpoint
 from .config import check_weighting
-from .optim import distill_loss, frozen_copy
+from .optim import distill_loss, frozen_copy, trainable_parameters
 from .trim import TrimResult, trim_to_target
 
 __all__ = [
@@ -483,23 +483,9 @@ class _Distiller:
             phase, self.cfg.bn_steps if phase == "bn" else 0
         )
 
-    def _trainable(self, phase: str) -> list[nn.Parameter]:
-        for p in self.student.parameters():
-            p.requires_grad_(False)
-        if phase == "masks":
-            params = fcmask_parameters(self.student)
-        elif phase == "refine":
-            masks = {id(p) for p in fcmask_parameters(self.student)}
-            params = [p for p in self.student.parameters() if id(p) not in masks]
-        else:
-            params = [p for m in _bn_modules(self.student) for p in m.parameters()]
-        for p in params:
-            p.requires_grad_(True)
-        return params
-
     def _begin(self, phase: str) -> None:
         """Set up the optimiser (and DDP) of ``phase``; the model is already in its state."""
-        params = self._trainable(phase)
+        params = trainable_parameters(self.student, phase)  # masks, refine or bn
         lr = {"masks": self.cfg.mask_lr, "refine": self.cfg.refine_lr, "bn": self.cfg.bn_lr}
         self.opt = torch.optim.Adam(params, lr=lr[phase]) if params else None
         self.ddp = distributed.wrap_ddp(self.student) if params else None
