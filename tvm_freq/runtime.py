@@ -4,7 +4,10 @@ Threads: TVM's runtime thread pool is process-wide. A :class:`CompiledModel` siz
 its ``threads`` when it runs (call, :meth:`~CompiledModel.benchmark`,
 :meth:`~CompiledModel.profile`), and only when the pool has another size, so models
 built for different thread counts can be used in one process.
-:func:`set_num_threads` sets it explicitly.
+:func:`set_num_threads` sets it explicitly. TVM never grows its pool past the size it
+started with, so importing this module sets ``TVM_NUM_THREADS`` (when unset) to the CPUs
+this process may use; a pool started smaller by other code makes
+:func:`set_num_threads` warn.
 """
 
 from __future__ import annotations
