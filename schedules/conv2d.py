@@ -351,12 +351,18 @@ def schedule_pointwise(sch: s_tir.Schedule, knobs: ConvKnobs = ConvKnobs()) -> N
     width = int(sch.get(x).extent)
     pixels = int(sch.get(y).extent) * width
     channels = int(sch.get(f).extent)
-    # Activations as [n, c, p]: contiguous vectors of pixels, no div/mod in the GEMM.
-    flat = sch.cache_read(conv, _read_index(sch, conv, func.params[0]), "global")
-    sch.transform_layout(flat, ("write", 0), lambda n, c, y, x: (n, c, y * width + x))
     step = _padded_pixel_step(pixels, channels, knobs)
     padded = -(-pixels // step) * step if step else pixels
     over_pixels = pixels % knobs.lanes == 0 or step > 0
+    # Channel vectors over tiles of rows that divide the width: each tile lies in one
+    # image row, so the GEMM reads the input in place (its div/mod by the width is of the
+    # tile index, hoisted out of the reduction) and no copy is needed.
+    in_place = not over_pixels and width % _largest_divisor(pixels, knobs.rows) == 0
+    flat = None
+    if not in_place:
+        # Activations as [n, c, p]: contiguous vectors of pixels, no div/mod in the GEMM.
+        flat = sch.cache_read(conv, _read_index(sch, conv, func.params[0]), "global")
+        sch.transform_layout(flat, ("write", 0), lambda n, c, y, x: (n, c, y * width + x))
     if over_pixels:
         lanes, vecs = _vector_tile(padded, knobs)
         sch.transform_layout(conv, ("write", 0), lambda n, f, y, x: (n, f, y * width + x))
@@ -421,7 +427,10 @@ def schedule_pointwise(sch: s_tir.Schedule, knobs: ConvKnobs = ConvKnobs()) -> N
             sch.reorder(tile["p"], tile["f"])
         if lanes > 1:
             sch.vectorize(sch.split(tile["f"], [None, lanes])[1])
-    if pixels_outer and padded == pixels and int(sch.get(p0).extent) >= MIN_THREAD_TILES:
+    if flat is None:
+        first, second = (p0, f0) if pixels_outer else (f0, p0)
+        outer = sch.fuse(first, second) if knobs.parallel else first
+    elif pixels_outer and padded == pixels and int(sch.get(p0).extent) >= MIN_THREAD_TILES:
         # Each pixel tile copies its own activations ([Cin, tile]) just before its GEMM
         # reads them, from L1, for every channel tile; with threads the copy runs on every
         # core and lands in the cache of the core that reads it. (A copy of the whole input

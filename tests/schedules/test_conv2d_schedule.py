@@ -145,8 +145,8 @@ def test_narrow_convs_give_every_thread_work(net, shape):
     assert extents and max(extents) >= 7, extents
 
 
-def _pointwise_loops(cin: int, cout: int, size: int, cores: int):
-    """The scheduled pointwise kernel's activations copy and GEMM loops, outermost first."""
+def _pointwise(cin: int, cout: int, size: int, cores: int):
+    """The scheduled pointwise kernel (a schedule of it) and its input buffer's name."""
     import tvm
     from tvm import s_tir
     from tvm_freq.schedules.conv2d import default_schedule
@@ -156,8 +156,12 @@ def _pointwise_loops(cin: int, cout: int, size: int, cores: int):
     mod = lower(import_model(net, input_shape=(1, cin, size, size)).mod, target)
     (func,) = [f for gv, f in mod.functions.items()
                if gv.name_hint != "main" and conv_kind(f) is ConvKind.POINTWISE]  # fmt: skip
-    sch = s_tir.Schedule(default_schedule(func, target))
-    name = func.params[0].name
+    return s_tir.Schedule(default_schedule(func, target)), func.params[0].name
+
+
+def _pointwise_loops(cin: int, cout: int, size: int, cores: int):
+    """The scheduled pointwise kernel's activations copy and GEMM loops, outermost first."""
+    sch, name = _pointwise(cin, cout, size, cores)
     copy = [sch.get(lp) for lp in sch.get_loops(sch.get_sblock(f"{name}_global"))]
     gemm = [sch.get(lp) for lp in sch.get_loops(sch.get_sblock("conv2d_nchw_update"))]
     return copy, gemm
@@ -165,18 +169,13 @@ def _pointwise_loops(cin: int, cout: int, size: int, cores: int):
 
 @pytest.mark.parametrize(
     ("cin", "cout", "size", "cores"),
-    [
-        (144, 24, 56, 1),  # pixel vectors
-        (144, 24, 56, 2),
-        (960, 160, 7, 1),  # channel vectors, 5 channel tiles
-        (384, 64, 14, 2),  # channel vectors, one channel tile
-    ],
+    [(144, 24, 56, 1), (144, 24, 56, 2), (32, 16, 112, 2)],
 )  # fmt: skip
 def test_narrowing_pointwise_copies_activations_per_pixel_tile(cin, cout, size, cores):
-    """A narrowing conv's pixel tiles copy their own activations inside the tile loop, the
-    one threads share: a whole-input copy ahead of the GEMM ran on one thread and left
-    half the input in the other core's cache (project layers ran slower on two threads
-    than on one)."""
+    """Over pixels, a narrowing conv's pixel tiles copy their own activations inside the
+    tile loop, the one threads share: a whole-input copy ahead of the GEMM ran on one
+    thread and left half the input in the other core's cache (project layers ran slower
+    on two threads than on one)."""
     from tvm.tirx import ForKind
 
     copy, gemm = _pointwise_loops(cin, cout, size, cores)
@@ -187,16 +186,33 @@ def test_narrowing_pointwise_copies_activations_per_pixel_tile(cin, cout, size, 
 @pytest.mark.parametrize(
     ("cin", "cout", "size", "cores"),
     [
-        (64, 384, 14, 1),  # widening: one copy of the whole (small) input first
-        (64, 384, 14, 2),
-        (384, 64, 14, 1),  # one channel tile, one thread: nothing to reuse per tile
+        (24, 144, 56, 1),  # widening, one thread: one copy of the whole (small) input first
         (32, 16, 4, 2),  # a 4x4 map: too few pixel tiles
-        (208, 96, 9, 1),  # 9x9: 3-pixel tiles, too short to pay for their own copy
+        (64, 32, 22, 1),  # channel vectors over 4-pixel tiles that straddle 22-wide rows
     ],
 )  # fmt: skip
 def test_other_pointwise_convs_copy_activations_once(cin, cout, size, cores):
     copy, gemm = _pointwise_loops(cin, cout, size, cores)
     assert not copy[1].same_as(gemm[1])
+
+
+@pytest.mark.parametrize(
+    ("cin", "cout", "size", "cores"),
+    [
+        (960, 160, 7, 1),  # 7-pixel tiles, each one image row
+        (384, 64, 14, 2),  # two tiles per row
+        (64, 384, 14, 1),  # widening
+        (208, 96, 9, 1),  # 3-pixel tiles
+    ],
+)  # fmt: skip
+def test_channel_vector_tiles_within_rows_read_the_input_in_place(cin, cout, size, cores):
+    """Tiles of output-channel vectors over pixel rows that divide the map's width lie in
+    one image row each: the GEMM reads the input buffer itself, with no copy."""
+    sch, name = _pointwise(cin, cout, size, cores)
+    with pytest.raises(Exception, match="get-block|not find|No block"):  # noqa: PT011
+        sch.get_sblock(f"{name}_global")
+    reads = [r.source.name for r in sch.get(sch.get_sblock("conv2d_nchw_update")).reads]
+    assert name in reads
 
 
 def test_knobs_follow_the_target():
