@@ -402,10 +402,11 @@ def schedule_pointwise(sch: s_tir.Schedule, knobs: ConvKnobs = ConvKnobs()) -> N
         p0, p1 = sch.split(p, [None, rows])
         # Pixel tiles outermost for a narrowing conv (the bigger input) when threads share
         # the work or there are several channel tiles of full-height tiles: each tile's
-        # activations ([Cin, rows], copied by the tile itself, below) then serve every
-        # channel tile from L1. (Copying 3-pixel tiles, EfficientNet-Lite2's 9x9 head,
-        # cost more than it saved.) A widening conv's copy is cheap; its threads share
-        # channel and pixel tiles (7x7 maps: 7 pixel tiles alone split unevenly).
+        # activations ([Cin, rows], read in place, or copied by the tile itself below)
+        # then serve every channel tile from L1. (Per-tile copies of 3-pixel tiles,
+        # EfficientNet-Lite2's 9x9 head, cost more than they saved.) A widening conv's
+        # input is small; its threads share channel and pixel tiles (7x7 maps: 7 pixel
+        # tiles alone split unevenly).
         reuse = int(sch.get(f0).extent) > 1 and rows >= knobs.rows
         pixels_outer = (
             int(sch.get(rc).extent) >= channels
