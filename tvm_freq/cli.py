@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 import warnings
@@ -431,7 +430,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if getattr(args, "threads", 1) < 1:
         parser.error("--threads must be >= 1")
-    os.environ.setdefault("TVM_NUM_THREADS", str(getattr(args, "threads", 1)))
     with warnings.catch_warnings():
         warnings.simplefilter("default")
         try:

@@ -5,9 +5,9 @@ its ``threads`` when it runs (call, :meth:`~CompiledModel.benchmark`,
 :meth:`~CompiledModel.profile`), and only when the pool has another size, so models
 built for different thread counts can be used in one process.
 :func:`set_num_threads` sets it explicitly. TVM never grows its pool past the size it
-started with, so importing this module sets ``TVM_NUM_THREADS`` (when unset) to the CPUs
-this process may use; a pool started smaller by other code makes
-:func:`set_num_threads` warn.
+started with, so the first :func:`set_num_threads` (the first run of a model) starts it
+with the CPUs this process may use when ``TVM_NUM_THREADS`` is unset; a pool started
+smaller by other code makes :func:`set_num_threads` warn.
 """
 
 from __future__ import annotations
@@ -39,13 +39,6 @@ _META_VERSION = 1
 #: Size the process-wide pool was last set to by :func:`set_num_threads` (None: never).
 _pool_threads: int | None = None
 
-# TVM creates its pool on first use with TVM_NUM_THREADS workers, or, unset, half the
-# CPUs on x86 (it assumes two hyperthreads per core: one worker on a 2-core machine), and
-# never grows it later. Start it with every CPU this process may use, so that any
-# ``threads`` up to that count takes effect.
-_cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-os.environ.setdefault("TVM_NUM_THREADS", str(_cpus or 1))
-
 
 def set_num_threads(threads: int) -> None:
     """Set the TVM runtime thread pool size for this process.
@@ -61,8 +54,15 @@ def set_num_threads(threads: int) -> None:
     global _pool_threads
     if threads < 1:
         raise ValueError(f"threads must be >= 1, got {threads}")
+    # TVM creates its pool on first use with TVM_NUM_THREADS workers, or, unset, half the
+    # CPUs on x86 (it assumes two hyperthreads per core: one worker on a 2-core machine),
+    # and never grows it. A pool this call creates starts with every CPU this process may
+    # use, so that any later ``threads`` up to that count takes effect; the variable is
+    # set to ``threads`` only after.
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    os.environ.setdefault("TVM_NUM_THREADS", str(cpus or 1))
     # affinity mode 0 = default; the pool is resized in place, up to the size it started
-    # with (set below only after: a pool this call creates starts from the variable).
+    # with.
     tvm_ffi.get_global_func("runtime.config_threadpool")(0, int(threads))
     os.environ["TVM_NUM_THREADS"] = str(threads)
     _pool_threads = int(threads)
