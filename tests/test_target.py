@@ -33,3 +33,42 @@ def test_every_host_target_gets_the_lanes_of_its_isa(monkeypatch, flags, lanes):
     """What the README promises: 16 floats with AVX-512, 8 with AVX2, 4 otherwise."""
     monkeypatch.setattr(T, "_cpu_flags", lambda: frozenset(flags))
     assert T.vector_lanes(T.host_target()) == lanes
+
+
+_AVX2_HOST = frozenset({"sse4_2", "avx", "avx2", "fma", "f16c"})
+
+
+@pytest.mark.parametrize(
+    ("mcpu", "flags", "missing"),
+    [
+        ("skylake-avx512", _AVX2_HOST, {"avx512f", "avx512bw", "avx512dq", "avx512vl"}),
+        ("core-avx2", _AVX2_HOST, set()),
+        ("core-avx2", frozenset({"sse4_2"}), {"avx", "avx2", "fma"}),
+        ("skylake-avx512", frozenset(), set()),  # no /proc/cpuinfo: cannot tell
+    ],
+)  # fmt: skip
+def test_missing_host_features(monkeypatch, mcpu, flags, missing):
+    monkeypatch.setattr(T, "_cpu_flags", lambda: flags)
+    found = set(T.missing_host_features(tvm.target.Target({"kind": "llvm", "mcpu": mcpu})))
+    assert missing <= found and found <= missing | {"avx512cd", "f16c"}
+
+
+def test_a_model_built_for_another_cpu_refuses_to_run(monkeypatch):
+    """On an AVX2 CPU, code built for AVX-512 dies with SIGILL: running it raises instead,
+    and the host's own build runs."""
+    import numpy as np
+    import torch
+
+    import tvm_freq
+
+    monkeypatch.setattr(T, "_cpu_flags", lambda: _AVX2_HOST)
+    net = torch.nn.Conv2d(4, 8, 1).eval()
+    x = np.ones((1, 4, 6, 6), "float32")
+    foreign = tvm_freq.build(net, input_shape=x.shape, target="llvm -mcpu=skylake-avx512")
+    with pytest.raises(RuntimeError, match="avx512f.*this CPU lacks"):
+        foreign(x)
+    with pytest.raises(RuntimeError, match="this CPU lacks"):
+        foreign.benchmark()
+    native = tvm_freq.build(net, input_shape=x.shape, target="llvm -mcpu=core-avx2")
+    ref = net(torch.from_numpy(x)).detach().numpy()
+    np.testing.assert_allclose(native(x), ref, rtol=1e-5, atol=1e-5)

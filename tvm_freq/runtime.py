@@ -28,6 +28,7 @@ import tvm_ffi
 from tvm import relax
 
 from .report import BuildReport
+from .target import missing_host_features, resolve_target
 
 __all__ = [
     "CompiledModel", "BenchmarkResult", "KernelTime", "load", "median_profile", "set_num_threads",
@@ -147,9 +148,22 @@ class CompiledModel:
             raise ValueError(f"threads must be >= 1, got {self.threads}")
         self._dev = tvm.cpu()
         self._vm = relax.VirtualMachine(self.executable, self._dev)
+        self._host_checked = False
 
     def _use_threads(self) -> None:
-        """Size the process-wide thread pool to this model's ``threads`` (if it is not)."""
+        """Check that this CPU can run the code, and size the process-wide thread pool
+        to this model's ``threads`` (if it is not)."""
+        if not self._host_checked:
+            # A model built for another CPU dies with SIGILL; say why instead.
+            missing = missing_host_features(resolve_target(self.target))
+            if missing:
+                raise RuntimeError(
+                    f"this model was compiled for {self.target}, which uses "
+                    f"{', '.join(missing)}; this CPU lacks them, and running it would "
+                    "crash the process. Build it for this CPU (target=None, the host) "
+                    "to run it here; export_library still works for the other machine."
+                )
+            self._host_checked = True
         if _pool_threads != self.threads:
             set_num_threads(self.threads)
 

@@ -10,7 +10,14 @@ from pathlib import Path
 import tvm
 import tvm_ffi
 
-__all__ = ["REFERENCE_MCPU", "host_target", "resolve_target", "target_key", "vector_lanes"]
+__all__ = [
+    "REFERENCE_MCPU",
+    "host_target",
+    "missing_host_features",
+    "resolve_target",
+    "target_key",
+    "vector_lanes",
+]
 
 # Shipped tuning records are tuned for this mcpu. LLVM's skylake-avx512 runs on every
 # AVX-512 CPU (Intel since Skylake-SP, AMD since Zen 4), so it is the portable choice.
@@ -142,6 +149,35 @@ def _has_feature(target: tvm.target.Target, feature: str) -> bool | None:
         return bool(codegen.llvm_cpu_has_features(feature, target))
     except Exception:  # noqa: BLE001 - a TVM without LLVM raises several error types
         return None
+
+
+# x86 features whose instructions a target may emit, by their /proc/cpuinfo names (which
+# are LLVM's too): code built for one of them dies with SIGILL on a CPU without it.
+_X86_FEATURES = ("avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512cd", "avx2", "fma",
+                 "avx", "f16c")  # fmt: skip
+
+
+def missing_host_features(target: tvm.target.Target) -> tuple[str, ...]:
+    """The instruction-set features ``target`` uses that this machine's CPU lacks.
+
+    Code compiled for such a target (say ``skylake-avx512`` on an AVX2-only CPU) kills
+    the process with an illegal instruction when it runs, so runs check this first.
+
+    Parameters
+    ----------
+    target : tvm.target.Target
+        An ``llvm`` target.
+
+    Returns
+    -------
+    tuple of str
+        Missing features, e.g. ``("avx512f", "avx512bw", ...)``; empty when the host can
+        run the code or cannot tell (no ``/proc/cpuinfo``, or LLVM cannot be asked).
+    """
+    flags = _cpu_flags()
+    if not flags:
+        return ()
+    return tuple(f for f in _X86_FEATURES if f not in flags and _has_feature(target, f))
 
 
 def vector_lanes(target: tvm.target.Target) -> int:

@@ -7,6 +7,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from _host import runnable
 from tvm_freq.schedules.conv2d import ConvKind, ConvKnobs, conv_kind, knobs_for
 
 import tvm_freq
@@ -446,7 +447,7 @@ def test_dense_design_space_samples_exact_schedules(net, shape, kind):
 
     def run(f, arrays):
         lib = tvm.compile(tvm.IRModule({"main": f.with_attr("global_symbol", "main")}),
-                          target=target)  # fmt: skip
+                          target=runnable(target))  # fmt: skip
         args = [tvm.runtime.tensor(a) for a in arrays]
         lib["main"](*args)
         return args[-1].numpy()

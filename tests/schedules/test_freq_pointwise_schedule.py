@@ -7,6 +7,7 @@ import re
 import numpy as np
 import pytest
 import tvm
+from _host import runnable
 from tvm import s_tir
 from tvm.s_tir import meta_schedule as ms
 from tvm_freq.kernels import freq_pointwise as K
@@ -34,7 +35,7 @@ def _layer(n, cin, cout, h, w, k, seed=0, bias=True, clip=None):
 
 
 def _run(func, args, shape, target=AVX512):
-    ex = tvm.compile(tvm.IRModule({"main": func}), target=target)
+    ex = tvm.compile(tvm.IRModule({"main": func}), target=runnable(target))
     out = tvm.runtime.tensor(np.zeros(shape, "float32"))
     ex.mod["main"](*[tvm.runtime.tensor(a) for a in args], out)
     return out.numpy()
