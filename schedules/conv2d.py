@@ -118,7 +118,7 @@ def knobs_for(target: tvm.target.Target) -> ConvKnobs:
     lanes = vector_lanes(target)
     # rows x col_vectors accumulators plus the operands must fit the vector registers:
     # 32 with AVX-512, 16 with AVX2.
-    return ConvKnobs(lanes=lanes, rows=7 if lanes >= 16 else 4, col_vectors=4 if lanes >= 16
+    return ConvKnobs(lanes=lanes, rows=7 if lanes >= 16 else 6, col_vectors=4 if lanes >= 16
                      else 2, parallel=cores > 1)  # fmt: skip
 
 
@@ -197,6 +197,24 @@ def _vector_tile(n: int, knobs: ConvKnobs) -> tuple[int, int]:
     """Vector width and vectors per row for a vectorised axis of extent ``n`` (both divide it)."""
     lanes = _pow2_divisor(n, knobs.lanes)
     return lanes, _largest_divisor(n // lanes, knobs.col_vectors)
+
+
+def _channel_vector_tile(pixels: int, channels: int, knobs: ConvKnobs) -> tuple[int, int, int]:
+    """Register tile of a pointwise conv whose output channels are the vector axis:
+    ``(pixel rows, lanes, vectors per row)``, rows dividing the pixels.
+
+    Rows are the largest divisor up to the knobs' rows. Where that is 1 (7x7 maps under
+    AVX2's 6 rows: one row of two vectors), a divisor one past them, as the design space
+    allows (:func:`register_tiles`), is taken with fewer vectors per row to stay within
+    the register budget (7 rows of one vector: 2-3x faster there).
+    """
+    lanes, vecs = _vector_tile(channels, knobs)
+    rows = _largest_divisor(pixels, knobs.rows)
+    budget = knobs.rows * knobs.col_vectors
+    if rows == 1 and pixels % (knobs.rows + 1) == 0 and knobs.rows + 1 <= budget:
+        rows = knobs.rows + 1
+        vecs = _largest_divisor(channels // lanes, min(knobs.col_vectors, budget // rows))
+    return rows, lanes, vecs
 
 
 def _finish_microkernel(
@@ -305,7 +323,8 @@ def _padded_pixel_step(pixels: int, channels: int, knobs: ConvKnobs) -> int:
     if -(-pixels // step) * step <= pixels * 1.05:
         return step
     if channels % knobs.lanes == 0:
-        tile = _largest_divisor(pixels, knobs.rows) * _vector_tile(channels, knobs)[1]
+        rows, _, vecs = _channel_vector_tile(pixels, channels, knobs)
+        tile = rows * vecs
         if tile >= max(2, knobs.rows * knobs.col_vectors // 5):
             return 0
     # A few pixels (a 1x1 or 4x4 map) would mostly compute zeros: channels stay the vector.
@@ -357,7 +376,7 @@ def schedule_pointwise(sch: s_tir.Schedule, knobs: ConvKnobs = ConvKnobs()) -> N
     # Channel vectors over tiles of rows that divide the width: each tile lies in one
     # image row, so the GEMM reads the input in place (its div/mod by the width is of the
     # tile index, hoisted out of the reduction) and no copy is needed.
-    in_place = not over_pixels and width % _largest_divisor(pixels, knobs.rows) == 0
+    in_place = not over_pixels and width % _channel_vector_tile(pixels, channels, knobs)[0] == 0
     flat = None
     if not in_place:
         # Activations as [n, c, p]: contiguous vectors of pixels, no div/mod in the GEMM.
@@ -369,7 +388,7 @@ def schedule_pointwise(sch: s_tir.Schedule, knobs: ConvKnobs = ConvKnobs()) -> N
     else:
         # Vectorise output channels: weights packed as [f tile, c, f in tile] (folded at
         # compile time), accumulators in [p, f] order.
-        lanes, vecs = _vector_tile(channels, knobs)
+        rows, lanes, vecs = _channel_vector_tile(pixels, channels, knobs)
         ft = lanes * vecs
         _pack_weights(sch, conv, func.params[1],
                       lambda f, c, a, b: (f // ft, c, a, b, f % ft))  # fmt: skip
@@ -397,7 +416,6 @@ def schedule_pointwise(sch: s_tir.Schedule, knobs: ConvKnobs = ConvKnobs()) -> N
             sch.reorder(n, f0, p0, rc, ry, rx, f1, p1, pv)
         inner = (f1, p1, pv)
     else:
-        rows = _largest_divisor(pixels, knobs.rows)
         f0, f1, fv = sch.split(f, [None, vecs, lanes])
         p0, p1 = sch.split(p, [None, rows])
         # Pixel tiles outermost for a narrowing conv (the bigger input) when threads share

@@ -91,7 +91,7 @@ class _Block(torch.nn.Module):
         (80, 96, 80, 7, 1),  # project over 5 channel tiles: each pixel tile copies
     ],
 )  # fmt: skip
-def test_default_scheduled_network_equals_pytorch(cin, mid, cout, size, stride):
+def test_default_scheduled_network_equals_pytorch(cin, mid, cout, size, stride, target=None):
     net = _Block(cin, mid, cout, stride).eval()
     x = torch.randn(1, cin, size, size)
     kinds = _kernels(net, tuple(x.shape)).values()
@@ -99,13 +99,24 @@ def test_default_scheduled_network_equals_pytorch(cin, mid, cout, size, stride):
     assert sum(k is ConvKind.DEPTHWISE for k in kinds) == 1
     with warnings.catch_warnings():
         warnings.simplefilter("error", UntunedWarning)  # every kernel is scheduled
-        model = tvm_freq.build(net, example_inputs=x, tuning=Tuning(use_shipped=False))
+        model = tvm_freq.build(net, example_inputs=x, tuning=Tuning(use_shipped=False),
+                               target=target)  # fmt: skip
     assert len(model.report.default_scheduled) == 3
     assert not model.report.untuned_tasks
     with torch.no_grad():
         ref = net(x).numpy()
     out = model(x)
     assert np.abs(out - ref).max() / np.abs(ref).max() < 1e-5
+
+
+@pytest.mark.parametrize(
+    ("cin", "mid", "cout", "size"),
+    [(24, 40, 24, 7), (80, 96, 80, 7), (32, 160, 40, 7), (16, 48, 16, 14), (16, 48, 16, 16)],
+)  # fmt: skip
+def test_avx2_schedules_equal_pytorch(cin, mid, cout, size):
+    """AVX2's knobs on any x86-64 host with AVX2 (the host's own are tested above): 7x7
+    maps get 7 rows of one vector."""
+    test_default_scheduled_network_equals_pytorch(cin, mid, cout, size, 1, "llvm -mcpu=core-avx2")
 
 
 @pytest.mark.parametrize(("mid", "size", "stride"),
@@ -146,13 +157,13 @@ def test_narrow_convs_give_every_thread_work(net, shape):
     assert extents and max(extents) >= 7, extents
 
 
-def _pointwise(cin: int, cout: int, size: int, cores: int):
+def _pointwise(cin: int, cout: int, size: int, cores: int, mcpu: str = "skylake-avx512"):
     """The scheduled pointwise kernel (a schedule of it) and its input buffer's name."""
     import tvm
     from tvm import s_tir
     from tvm_freq.schedules.conv2d import default_schedule
 
-    target = tvm.target.Target({"kind": "llvm", "mcpu": "skylake-avx512", "num-cores": cores})
+    target = tvm.target.Target({"kind": "llvm", "mcpu": mcpu, "num-cores": cores})
     net = torch.nn.Conv2d(cin, cout, 1).eval()
     mod = lower(import_model(net, input_shape=(1, cin, size, size)).mod, target)
     (func,) = [f for gv, f in mod.functions.items()
@@ -214,6 +225,32 @@ def test_channel_vector_tiles_within_rows_read_the_input_in_place(cin, cout, siz
         sch.get_sblock(f"{name}_global")
     reads = [r.source.name for r in sch.get(sch.get_sblock("conv2d_nchw_update")).reads]
     assert name in reads
+
+
+def _register_tile(sch) -> tuple[int, ...]:
+    """Extents of the GEMM's unrolled and vectorised loops: (rows, vectors, lanes)."""
+    from tvm.tirx import ForKind
+
+    loops = [sch.get(lp) for lp in sch.get_loops(sch.get_sblock("conv2d_nchw_update"))]
+    return tuple(int(lp.extent) for lp in loops
+                 if lp.kind in (ForKind.UNROLLED, ForKind.VECTORIZED))  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("cin", "cout", "size", "mcpu", "tile"),
+    [
+        # 49 pixels: no divisor within AVX2's 6 rows but 1; 7 rows of one vector instead
+        # of one row of two (3x slower inside MobileNetV2 on an AVX2 EPYC).
+        (96, 160, 7, "core-avx2", (7, 1, 8)),
+        (160, 960, 7, "core-avx2", (7, 1, 8)),
+        # must not change: 4 rows divide 196; AVX-512's 7 rows divide 49.
+        (64, 384, 14, "core-avx2", (4, 2, 8)),
+        (96, 160, 7, "skylake-avx512", (7, 2, 16)),
+    ],
+)  # fmt: skip
+def test_channel_vector_tiles_take_rows_that_divide_the_pixels(cin, cout, size, mcpu, tile):
+    sch, _ = _pointwise(cin, cout, size, 1, mcpu)
+    assert _register_tile(sch) == tile
 
 
 def test_knobs_follow_the_target():
