@@ -1,6 +1,7 @@
 """Per-layer GMAC/s of tvm_freq's dense build and of ONNX Runtime, on the same ONNX file.
 
-Both runtimes time every conv inside real runs of the whole network: tvm_freq with
+Both runtimes time every conv inside real runs of the whole network, their runs
+interleaved: tvm_freq with
 ``CompiledModel.profile()``, ONNX Runtime with its own profiler
 (``SessionOptions.enable_profiling``; its NCHWc graph fuses the ReLU6 clips and residual
 adds into the convs, as tvm_freq's fused kernels do). Convs are matched in execution
@@ -30,6 +31,7 @@ import onnxruntime as ort
 
 import tvm_freq
 from tvm_freq import Tuning, UntunedWarning
+from tvm_freq.frontend import fold_shape_arithmetic
 from tvm_freq.models import bundled_onnx
 from tvm_freq.runtime import median_profile
 
@@ -38,7 +40,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def conv_layers(path: Path) -> list[dict]:
     """Every Conv of the ONNX graph in graph order: kind, shapes and MACs."""
-    model = onnx.shape_inference.infer_shapes(onnx.load(str(path)))
+    model = onnx.load(str(path))
+    # Exporters of EfficientNet write "same" pads as shape arithmetic: fold it first, or
+    # shape inference leaves the conv inputs' sizes unknown.
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    model = fold_shape_arithmetic(model, {model.graph.input[0].name: [d.dim_value for d in dims]})
+    model = onnx.shape_inference.infer_shapes(model)
     shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
               for v in [*model.graph.value_info, *model.graph.output, *model.graph.input]}
     inits = {t.name: list(t.dims) for t in model.graph.initializer}
@@ -64,18 +71,19 @@ def conv_layers(path: Path) -> list[dict]:
     return out
 
 
-def ort_conv_times(path: Path, x: np.ndarray, threads: int, runs: int) -> list[float]:
-    """Median microseconds of each conv node over ``runs`` runs, in execution order."""
+def ort_session(path: Path, threads: int) -> ort.InferenceSession:
+    """An ONNX Runtime session with its profiler on."""
     so = ort.SessionOptions()
     so.enable_profiling = True
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     so.profile_file_prefix = str(Path(tempfile.mkdtemp()) / "ort")
-    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    feed = {sess.get_inputs()[0].name: x}
-    sess.run(None, feed)  # warm-up, dropped below
-    for _ in range(runs):
-        sess.run(None, feed)
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def ort_conv_times(sess: ort.InferenceSession, runs: int) -> list[float]:
+    """Median microseconds of each conv node over the session's runs but its first (a
+    warm-up), in execution order."""
     events = json.loads(Path(sess.end_profiling()).read_text())
     convs = [e for e in events if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")
              and e["args"].get("op_name") in ("Conv", "FusedConv")]  # fmt: skip
@@ -86,30 +94,46 @@ def ort_conv_times(path: Path, x: np.ndarray, threads: int, runs: int) -> list[f
             for i in range(per_run)]  # fmt: skip
 
 
-def tvm_conv_times(path: Path, x: np.ndarray, threads: int, runs: int) -> tuple[list[float], str]:
-    """Median microseconds of each conv kernel of the default dense build, in order."""
+def interleaved_conv_times(
+    path: Path, x: np.ndarray, threads: int, runs: int
+) -> tuple[list[float], list[float], str]:
+    """Median microseconds of each conv, of the default dense build and of ONNX Runtime,
+    their runs interleaved (a run of one, then of the other), so that drift on a shared
+    machine hits both alike."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UntunedWarning)
         model = tvm_freq.build(str(path), tuning=Tuning(), threads=threads)
-    prof = median_profile([model.profile(x) for _ in range(runs)])
-    return [k.median_us for k in prof if "conv2d" in k.kernel], model.target
+    sess = ort_session(path, threads)
+    feed = {sess.get_inputs()[0].name: x}
+    sess.run(None, feed)  # warm-up, dropped by ort_conv_times
+    profiles = []
+    for _ in range(runs):
+        profiles.append(model.profile(x))
+        sess.run(None, feed)
+    tvm_us = [k.median_us for k in median_profile(profiles) if "conv2d" in k.kernel]
+    return tvm_us, ort_conv_times(sess, runs), model.target
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="mobilenetv2-224")
+    ap.add_argument("--onnx", default=None,
+                    help="an ONNX file with a static input shape instead of a zoo model "
+                         "(--model then only names the output)")  # fmt: skip
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     os.environ["TVM_NUM_THREADS"] = str(args.threads)
     start = time.perf_counter()
-    path = bundled_onnx(args.model)
+    path = Path(args.onnx) if args.onnx else bundled_onnx(args.model)
     layers = conv_layers(path)
-    shape = (1, 3, 224, 224)
+    dims = onnx.load(str(path), load_external_data=False).graph.input[0].type.tensor_type
+    shape = tuple(d.dim_value for d in dims.shape.dim)
+    if not all(shape):
+        raise SystemExit(f"{path}: the input shape {shape} is not static")
     x = np.random.default_rng(0).standard_normal(shape).astype("float32")
-    tvm_us, target = tvm_conv_times(path, x, args.threads, args.runs)
-    ort_us = ort_conv_times(path, x, args.threads, args.runs)
+    tvm_us, ort_us, target = interleaved_conv_times(path, x, args.threads, args.runs)
     if not len(layers) == len(tvm_us) == len(ort_us):
         raise RuntimeError(f"{len(layers)} convs in the graph, {len(tvm_us)} TVM conv kernels, "
                            f"{len(ort_us)} ORT conv nodes: cannot match them")  # fmt: skip
