@@ -61,6 +61,11 @@ DEPTHWISE_BLOCK = "group_conv2d_nchw"
 PAD_BLOCK = "pad_temp"
 MATMUL_BLOCK = "matmul"
 
+# Widest depthwise output vector, in floats, for a whole row, and for a divisor of one
+# (see _depthwise_lanes): three AVX-512 registers, one.
+DEPTHWISE_ROW_FLOATS = 48
+DEPTHWISE_DIVISOR_FLOATS = 16
+
 
 class ConvKind(Enum):
     """Which default schedule a kernel gets."""
@@ -324,8 +329,9 @@ def _padded_pixel_step(pixels: int, channels: int, knobs: ConvKnobs) -> int:
         return step
     if channels % knobs.lanes == 0:
         rows, _, vecs = _channel_vector_tile(pixels, channels, knobs)
-        tile = rows * vecs
-        if tile >= max(2, knobs.rows * knobs.col_vectors // 5):
+        # One pixel row reads each weight vector once per pixel: 17x17 maps under AVX2
+        # (one row of two vectors) ran at a third of the padded tile's speed.
+        if rows > 1 and rows * vecs >= max(2, knobs.rows * knobs.col_vectors // 5):
             return 0
     # A few pixels (a 1x1 or 4x4 map) would mostly compute zeros: channels stay the vector.
     return step if -(-pixels // step) * step <= pixels * 1.5 else 0
@@ -479,6 +485,23 @@ def schedule_pointwise(sch: s_tir.Schedule, knobs: ConvKnobs = ConvKnobs()) -> N
     _finish_microkernel(sch, conv, rc, inner[:2], inner[2], lanes, outer, knobs)
 
 
+def _depthwise_lanes(width: int, knobs: ConvKnobs) -> int:
+    """Output columns per depthwise vector; each accumulates all k x k taps in registers.
+
+    Vectors divide the row (no predicated tail): power-of-two widths where 8 or more
+    divide it, else the whole row as one vector when it is at most
+    :data:`DEPTHWISE_ROW_FLOATS` wide (7, 14, 17, 28, 33), else the widest divisor up to
+    :data:`DEPTHWISE_DIVISOR_FLOATS` (13 of 65 and 130). The bounds are in floats, not
+    machine vectors: capped at AVX2's 8 lanes, 33-wide rows got 3-lane vectors (6x
+    slower) and 65-wide ones 5-lane vectors (1.7x slower) than these multi-register ones.
+    """
+    lanes = _pow2_divisor(width, knobs.lanes)
+    if lanes < 8:  # one wide vector beats narrow ones
+        lanes = (width if width <= DEPTHWISE_ROW_FLOATS
+                 else _largest_divisor(width, DEPTHWISE_DIVISOR_FLOATS))  # fmt: skip
+    return lanes
+
+
 def _depthwise_rows(height: int, stride: int) -> int:
     """Output rows one depthwise step computes, each tap's loop over them innermost.
 
@@ -579,13 +602,7 @@ def schedule_depthwise(
             sch.transform_block_layout(pad, lambda n_, c, h, w: (n_, c, h, w // stride, w % stride))
         else:  # the padded layout already gave the copy the [.., x % s, x // s] domain
             sch.transform_block_layout(pad, lambda n_, c, h, ph, j: (n_, c, h, j, ph))
-    # Output columns in vectors that divide the row (no predicated tail): power-of-two
-    # widths where 8 or more divide it, else the whole row as one vector when it is at
-    # most three registers wide (7, 14, 17, 28, 33), else the widest divisor. Each
-    # vector accumulates all k x k taps in registers.
-    lanes = _pow2_divisor(width, knobs.lanes)
-    if lanes < 8:  # e.g. 33, 28, 17, 14, 7 wide rows: one wide vector beats narrow ones
-        lanes = width if width <= 3 * knobs.lanes else _largest_divisor(width, knobs.lanes)
+    lanes = _depthwise_lanes(width, knobs)
     height = int(sch.get(y).extent)
     if rows is None:
         rows = _depthwise_rows(height, stride)

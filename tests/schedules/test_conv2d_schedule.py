@@ -16,6 +16,9 @@ from tvm_freq.frontend import import_model
 from tvm_freq.pipeline import lower
 from tvm_freq.target import host_target
 
+# knobs_for(core-avx2), spelled out: the tests pin what AVX2 hosts get.
+_AVX2 = ConvKnobs(lanes=8, rows=6, col_vectors=2)
+
 
 def _kernels(net: torch.nn.Module, shape) -> dict[str, ConvKind | None]:
     mod = lower(import_model(net.eval(), input_shape=shape).mod, host_target())
@@ -111,11 +114,13 @@ def test_default_scheduled_network_equals_pytorch(cin, mid, cout, size, stride, 
 
 @pytest.mark.parametrize(
     ("cin", "mid", "cout", "size"),
-    [(24, 40, 24, 7), (80, 96, 80, 7), (32, 160, 40, 7), (16, 48, 16, 14), (16, 48, 16, 16)],
+    [(24, 40, 24, 7), (80, 96, 80, 7), (32, 160, 40, 7), (16, 48, 16, 14), (16, 48, 16, 16),
+     (16, 88, 16, 17), (8, 24, 8, 33), (8, 16, 8, 65), (8, 16, 8, 28)],
 )  # fmt: skip
 def test_avx2_schedules_equal_pytorch(cin, mid, cout, size):
     """AVX2's knobs on any x86-64 host with AVX2 (the host's own are tested above): 7x7
-    maps get 7 rows of one vector."""
+    maps get 7 rows of one vector, 17x17 ones padded pixels, depthwise rows of 33 and 28
+    one multi-register vector, of 65 vectors of 13."""
     test_default_scheduled_network_equals_pytorch(cin, mid, cout, size, 1, "llvm -mcpu=core-avx2")
 
 
@@ -253,8 +258,27 @@ def test_channel_vector_tiles_take_rows_that_divide_the_pixels(cin, cout, size, 
     assert _register_tile(sch) == tile
 
 
+@pytest.mark.parametrize(
+    ("width", "knobs", "lanes"),
+    [
+        (33, _AVX2, 33), (28, _AVX2, 28), (65, _AVX2, 13), (130, _AVX2, 13), (56, _AVX2, 8),
+        (14, _AVX2, 14), (9, _AVX2, 9),
+        # AVX-512 as before: the bounds are in floats, three of its registers and one
+        (33, ConvKnobs(), 33), (65, ConvKnobs(), 13), (112, ConvKnobs(), 16),
+        (7, ConvKnobs(), 7),
+    ],
+)  # fmt: skip
+def test_depthwise_vectors_follow_the_row_not_the_machine_vector(width, knobs, lanes):
+    """Capped at AVX2's 8 lanes, 33-wide rows got 3-lane vectors (6x slower)."""
+    from tvm_freq.schedules.conv2d import _depthwise_lanes
+
+    assert _depthwise_lanes(width, knobs) == lanes
+
+
 def test_knobs_follow_the_target():
     import tvm
+
+    assert knobs_for(tvm.target.Target({"kind": "llvm", "mcpu": "core-avx2"})) == _AVX2
 
     avx512 = knobs_for(tvm.target.Target({"kind": "llvm", "mcpu": "skylake-avx512",
                                           "num-cores": 2}))  # fmt: skip
@@ -376,23 +400,28 @@ def test_reductions_are_not_elementwise():
 
 
 @pytest.mark.parametrize(
-    ("pixels", "channels", "padded"),
+    ("pixels", "channels", "padded", "knobs"),
     [
-        (256, 88, False),  # whole vectors of pixels
-        (196, 384, False),  # 14x14: 7 rows of pixels x 4 vectors of channels
-        (49, 160, False),  # 7x7: 7 rows x 2 vectors
-        (81, 1248, False),  # 9x9: 3 rows x 3 vectors
-        (289, 88, True),  # 17x17 with 88 channels: no vector of channels fits
-        (289, 720, True),  # 17 is prime: one row of pixels
-        (81, 208, True),  # 3 rows x 1 vector: too few accumulators
-        (16900, 16, True),  # 130x130: padding adds 0.2%
-        (1089, 144, True),  # 33x33: padding adds 1.4%
+        (256, 88, False, ConvKnobs()),  # whole vectors of pixels
+        (196, 384, False, ConvKnobs()),  # 14x14: 7 rows of pixels x 4 vectors of channels
+        (49, 160, False, ConvKnobs()),  # 7x7: 7 rows x 2 vectors
+        (81, 1248, False, ConvKnobs()),  # 9x9: 3 rows x 3 vectors
+        (289, 88, True, ConvKnobs()),  # 17x17 with 88 channels: no vector of channels fits
+        (289, 720, True, ConvKnobs()),  # 17 is prime: one row of pixels
+        (81, 208, True, ConvKnobs()),  # 3 rows x 1 vector: too few accumulators
+        (16900, 16, True, ConvKnobs()),  # 130x130: padding adds 0.2%
+        (1089, 144, True, ConvKnobs()),  # 33x33: padding adds 1.4%
+        # AVX2: one row of two 8-lane vectors is a fifth of its budget, but one pixel row
+        # (17x17 expand layers ran 2.7x faster padded)
+        (289, 528, True, _AVX2),
+        (289, 720, True, _AVX2),
+        (49, 160, False, _AVX2),  # 7 rows x 1 vector
+        (81, 1248, False, _AVX2),  # 3 rows x 2 vectors
     ],
 )  # fmt: skip
-def test_pointwise_pads_pixels_only_where_no_exact_tile_fits(pixels, channels, padded):
+def test_pointwise_pads_pixels_only_where_no_exact_tile_fits(pixels, channels, padded, knobs):
     from tvm_freq.schedules.conv2d import _padded_pixel_step
 
-    knobs = ConvKnobs()
     step = _padded_pixel_step(pixels, channels, knobs)
     assert (step > 0) is padded
     if padded:
