@@ -270,7 +270,7 @@ def test_channel_vector_tiles_take_rows_that_divide_the_pixels(cin, cout, size, 
 )  # fmt: skip
 def test_depthwise_vectors_follow_the_row_not_the_machine_vector(width, knobs, lanes):
     """Capped at AVX2's 8 lanes, 33-wide rows got 3-lane vectors (6x slower)."""
-    from tvm_freq.schedules.conv2d import _depthwise_lanes
+    from tvm_freq.schedules.depthwise import _depthwise_lanes
 
     assert _depthwise_lanes(width, knobs) == lanes
 
@@ -477,7 +477,7 @@ def test_depthwise_default_schedule_equals_pytorch(size, stride, taps, padding):
                          [(56, 1, 4), (14, 1, 7), (7, 2, 7), (65, 1, 5), (17, 1, 4), (9, 1, 4),
                           (33, 2, 3), (17, 2, 1), (1, 1, 1), (2, 1, 2)])  # fmt: skip
 def test_depthwise_rows_per_step(height, stride, rows):
-    from tvm_freq.schedules.conv2d import _depthwise_rows
+    from tvm_freq.schedules.depthwise import _depthwise_rows
 
     assert _depthwise_rows(height, stride) == rows
 
