@@ -10,6 +10,7 @@ Writes ``docs/results/per-layer-<model>-t<threads>.{md,json}``::
 
     TVM_NUM_THREADS=1 python benchmarks/per_layer_ort.py
     python benchmarks/per_layer_ort.py --threads 2
+    python benchmarks/per_layer_ort.py --model efficientnet-lite2-260   # bench_untuned's
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from tvm_freq.models import bundled_onnx
 from tvm_freq.runtime import median_profile
 
 ROOT = Path(__file__).resolve().parents[1]
+UNTUNED_MODELS = ("mobilenetv2-0.75-192", "efficientnet-lite2-260")
 
 
 def conv_layers(path: Path) -> list[dict]:
@@ -126,7 +128,16 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     os.environ["TVM_NUM_THREADS"] = str(args.threads)
     start = time.perf_counter()
-    path = Path(args.onnx) if args.onnx else bundled_onnx(args.model)
+    if args.onnx:
+        path = Path(args.onnx)
+    elif args.model in UNTUNED_MODELS:
+        # The models of bench_untuned.py, exported as it does (EfficientNet-Lite2 with its
+        # real weights needs the efficientnet-lite packages).
+        from bench_untuned import _models
+
+        path = {name: p for name, p, _ in _models(Path(tempfile.mkdtemp()))}[args.model]
+    else:
+        path = bundled_onnx(args.model)
     layers = conv_layers(path)
     dims = onnx.load(str(path), load_external_data=False).graph.input[0].type.tensor_type
     shape = tuple(d.dim_value for d in dims.shape.dim)
