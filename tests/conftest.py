@@ -29,3 +29,12 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(old)
+
+
+@pytest.fixture
+def tensor_intrinsics():
+    """TVM's tensor intrinsics registered the fast way, before a test makes a
+    MetaSchedule ``TuneContext`` (which otherwise imports them: up to 2 minutes)."""
+    from tvm_freq.tuning import load_tensor_intrinsics
+
+    load_tensor_intrinsics()

@@ -77,3 +77,19 @@ def test_candidates_build_without_the_tensor_intrinsics_and_run():
     out = tvm.runtime.tensor(np.zeros(64, dtype="float32"))
     lib["main"](tvm.runtime.tensor(x), out)
     np.testing.assert_allclose(out.numpy(), x * 2 + 1)
+
+
+def test_tensor_intrinsics_load_fast_and_whole():
+    """The fast import registers what MetaSchedule's own import does (spot checks: the
+    x86 int8 dot products its rules name) and restores ``inspect.stack``."""
+    import inspect
+
+    from tvm.s_tir._tensor_intrin import TensorIntrin
+
+    from tvm_freq.tuning import load_tensor_intrinsics
+
+    stack = inspect.stack
+    load_tensor_intrinsics()
+    assert inspect.stack is stack
+    for name in ("dot_16x4_vnni", "dot_16x4_avx512"):
+        assert TensorIntrin.get(name, allow_missing=True) is not None, name

@@ -182,8 +182,9 @@ def build(
         How a masked layer is judged worth rewriting. ``"model"``: the target's kernel
         cost model (:mod:`tvm_freq.cost_model`, stored beside the tuning records as
         ``cost_model.json``; the shipped records have one for ``skylake-avx512`` with one
-        and with two cores) predicts the dense and the frequency kernel's time, and the
-        faster one is kept. ``"macs"``: the frequency path must cost fewer MACs than the dense conv.
+        and with two cores, and for ``core-avx2`` with one) predicts the dense and the
+        frequency kernel's time, and the faster one is kept. ``"macs"``: the frequency
+        path must cost fewer MACs than the dense conv.
         ``"auto"`` (default): the model when the target has one, else MACs; the report
         says which (``report.rule``). ``"measured"``: time every masked layer's
         frequency kernel and its dense kernel inside real runs of two extra builds (see

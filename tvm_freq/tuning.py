@@ -13,7 +13,9 @@ default space.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +31,7 @@ from tvm_freq.schedules.freq_pointwise import design_space, is_fused_pointwise
 from .records import RecordStore, has_record
 from .report import BuildReport
 
-__all__ = ["TuningRun", "Tuning", "UntunedWarning", "tune", "tuning_runs"]
+__all__ = ["Tuning", "TuningRun", "UntunedWarning", "load_tensor_intrinsics", "tune", "tuning_runs"]
 
 
 #: Most trials a dense design space gets per point it holds (see :func:`tuning_runs`).
@@ -124,6 +126,39 @@ def _progress_callback(total: int, show: bool):
     return _Progress(), bar, measured
 
 
+def _frames_without_source(context: int = 1) -> list[inspect.FrameInfo]:
+    """``inspect.stack()`` without source lines or module lookup: frames, files, lines,
+    function names (what TVMScript's ``prim_func`` reads from it)."""
+    del context
+    out, frame = [], sys._getframe(1)
+    while frame is not None:
+        code = frame.f_code
+        out.append(inspect.FrameInfo(frame, code.co_filename, frame.f_lineno, code.co_name,
+                                     None, None))  # fmt: skip
+        frame = frame.f_back
+    return out
+
+
+def load_tensor_intrinsics() -> None:
+    """Register TVM's tensor intrinsics (``import tvm.s_tir.tensor_intrin``), fast.
+
+    MetaSchedule imports them whenever it makes a tuning context. The import parses
+    several hundred TVMScript functions, and each parse calls ``inspect.stack()``, whose
+    source lookup scans every loaded module for each frame parsed from a string: 114 s
+    on a 2.45 GHz EPYC, paid by the first tuning of every process. The parser uses only
+    the frames, so the stack is taken without source lines meanwhile (12 s; the same
+    intrinsics, checked by hashing each one's TVMScript). A no-op once loaded.
+    """
+    if "tvm.s_tir.tensor_intrin" in sys.modules:
+        return
+    stack = inspect.stack
+    inspect.stack = _frames_without_source  # type: ignore[assignment]
+    try:
+        import tvm.s_tir.tensor_intrin  # noqa: F401 - registers the intrinsics
+    finally:
+        inspect.stack = stack
+
+
 def build_candidate(mod: tvm.IRModule, target: tvm.target.Target, _params: Any = None) -> Any:
     """Compile one tuning candidate: MetaSchedule's default build, without registering
     every tensor intrinsic of every target first (``import tvm.s_tir.tensor_intrin``
@@ -133,7 +168,7 @@ def build_candidate(mod: tvm.IRModule, target: tvm.target.Target, _params: Any =
     from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
 
     if "tensorize" in mod.script(show_meta=False):
-        import tvm.s_tir.tensor_intrin  # noqa: F401 - registers the intrinsics it names
+        load_tensor_intrinsics()
     mod = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod)
     return tvm_build(mod, target=target)
 
@@ -307,6 +342,7 @@ def tune(
                 left = budget - measured[0]
                 if left <= 0:
                     break
+                load_tensor_intrinsics()  # before MetaSchedule imports them, slowly
                 with _unnamed_log_handlers_detached():
                     contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
                         run.tasks, work_dir=work_dir, space=run.space, strategy=run.strategy

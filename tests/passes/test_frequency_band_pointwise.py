@@ -303,13 +303,17 @@ def _random_masks(model, rng, block=4):
 
 @pytest.mark.parametrize("source", ["torch", "onnx"])
 def test_pruned_mobilenetv2_equals_pytorch_with_same_hard_masks(source, tmp_path):
-    """End to end: every pointwise conv pruned, bias/ReLU6/residual epilogues included."""
+    """End to end: every pointwise conv pruned, bias/ReLU6/residual epilogues included
+    (through ONNX, the first seven blocks, residual ones among them: 34 fused kernels
+    take over a minute to compile on a slow CPU)."""
     import copy
 
     from tvm_freq.freq.export import apply_masks
     from tvm_freq.models import export_onnx, get_model
 
     net = get_model("mobilenetv2-cifar", width_mult=0.5).eval()
+    if source == "onnx":
+        net = torch.nn.Sequential(*list(net.features.children())[:7]).eval()
     masks = _random_masks(net, np.random.default_rng(0))
     x = torch.randn(1, 3, 32, 32)
     masked = apply_masks(copy.deepcopy(net), masks, example_input=x).eval()

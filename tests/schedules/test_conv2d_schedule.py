@@ -504,7 +504,7 @@ def test_register_tiles_start_with_the_default_and_fit_the_registers():
         (torch.nn.Conv2d(3, 16, 3, stride=2, padding=1), (1, 3, 18, 18), ConvKind.GENERAL),
     ],
 )  # fmt: skip
-def test_dense_design_space_samples_exact_schedules(net, shape, kind):
+def test_dense_design_space_samples_exact_schedules(net, shape, kind, tensor_intrinsics):
     """Every sampled point of the dense design space computes what the unscheduled kernel
     does, and the samples differ (the tile is a decision of the trace)."""
     import tvm

@@ -175,7 +175,7 @@ def test_vectors_are_whole_machine_vectors(k):
     assert all(n & (n - 1) == 0 and n <= 16 for n in widths), found
 
 
-def test_tuning_space_parallelises_like_the_default_schedule():
+def test_tuning_space_parallelises_like_the_default_schedule(tensor_intrinsics):
     """Tuned kernels run on every core the target has, as the default schedule does."""
     func, args, ref = _layer(1, 24, 48, 14, 14, 7, seed=3)
     for cores, parallel in ((2, True), (1, False)):
