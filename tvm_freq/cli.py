@@ -130,8 +130,18 @@ def _freq_builds(args, path) -> list[tuple[str, float, object]]:
     out = []
     for cut, masks in files:
         start = time.perf_counter()
-        compiled = build(str(path), input_shape=args.input_shape, target=args.target,
-                         masks=masks, tuning=_tuning(args), threads=args.threads)  # fmt: skip
+        # The same options as the dense build: --profitability and --force-masks decide
+        # which layers these builds rewrite, too.
+        compiled = build(
+            str(path),
+            input_shape=args.input_shape,
+            target=args.target,
+            masks=masks,
+            tuning=_tuning(args),
+            threads=args.threads,
+            profitability=args.profitability,
+            freq_options={"force": True} if args.force_masks else None,
+        )
         if not out:
             from .frontend import import_model
 

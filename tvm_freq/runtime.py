@@ -150,7 +150,7 @@ class CompiledModel:
         self._vm = relax.VirtualMachine(self.executable, self._dev)
         self._host_checked = False
 
-    def _use_threads(self) -> None:
+    def _ready_to_run(self) -> None:
         """Check that this CPU can run the code, and size the process-wide thread pool
         to this model's ``threads`` (if it is not)."""
         if not self._host_checked:
@@ -210,7 +210,7 @@ class CompiledModel:
         numpy.ndarray or tuple of numpy.ndarray
             The output(s).
         """
-        self._use_threads()
+        self._ready_to_run()
         result = self._vm["main"](*self._convert(inputs))
         return _to_numpy(result)
 
@@ -235,7 +235,7 @@ class CompiledModel:
         BenchmarkResult
             Median, min, max and mean latency in ms.
         """
-        self._use_threads()
+        self._ready_to_run()
         args = self._convert(inputs or self._random_inputs())
         for _ in range(warmup):
             self._vm["main"](*args)
@@ -268,7 +268,7 @@ class CompiledModel:
         list of KernelTime
             One entry per kernel call, in execution order.
         """
-        self._use_threads()
+        self._ready_to_run()
         args = self._convert(inputs or self._random_inputs())
         runs: list[list[tuple[str, float, tuple]]] = []
         start: list[float] = [0.0]
