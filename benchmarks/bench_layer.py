@@ -29,6 +29,7 @@ import argparse
 import importlib.abc
 import importlib.util
 import json
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -245,6 +246,33 @@ def table(rows: list[dict], baseline: str | None) -> str:
     return "\n".join(lines)
 
 
+def _argv_of(args: dict) -> list[str]:
+    """The command line of a run whose JSON predates the ``argv`` field."""
+    argv = ["--model", args["model"]] + (["--onnx", args["onnx"]] if args["onnx"] else [])
+    argv += ["--layers", *map(str, args["layers"])] if args["layers"] else []
+    for conv in args["conv"]:
+        argv += ["--conv", conv]
+    for flag in ("target", "threads", "rounds", "repeat", "baseline", "json"):
+        argv += [f"--{flag}", str(args[flag])] if args[flag] is not None else []
+    return argv
+
+
+def report(doc: dict) -> str:
+    """The markdown report of a run's JSON document: its command, target and table."""
+    args = doc["args"]
+    argv = doc.get("argv") or _argv_of(args)
+    return (
+        "# Dense conv kernels on their default schedules\n\n"
+        f"Written by `TVM_NUM_THREADS={args['threads']} python benchmarks/bench_layer.py "
+        f"{shlex.join(argv)}`: {doc['target']}, {args['threads']} thread(s), {args['rounds']} "
+        f"rounds x {args['repeat']} repeats (median of rounds of the min of each round's "
+        "repeats); each conv (with bias and ReLU6) compiled alone, HxW its input."
+        + (f" `{args['baseline']}`: the library at that git revision, timed in the same "
+           "rounds; ratio > 1: today is faster." if args["baseline"] else "")
+        + "\n\n" + table(doc["layers"], args["baseline"]) + "\n"
+    )  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     """Build, check and time the layers; print a table (and write ``--json``)."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
@@ -260,12 +288,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--repeat", type=int, default=10, help="measurements per round (~1 ms each)")
     ap.add_argument("--baseline", metavar="REV", help="also build the layers at git revision REV")
-    ap.add_argument("--json", help="also write the timings here")
+    ap.add_argument("--json", help="also write the timings here, and the table beside it (.md)")
+    ap.add_argument("--report-only", metavar="JSON",
+                    help="rewrite the .md beside a --json file of an earlier run")  # fmt: skip
     ap.add_argument("--emit", help=argparse.SUPPRESS)
     ap.add_argument("--worktree", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.emit:  # before anything imports tvm_freq
         return emit(Path(args.emit), Path(args.worktree), args.target, args.threads)
+    if args.report_only:
+        path = Path(args.report_only)
+        path.with_suffix(".md").write_text(report(json.loads(path.read_text())))
+        return 0
     if not (args.layers or args.conv):
         ap.error("give --layers or --conv")
     import tvm_freq
@@ -307,8 +341,10 @@ def main(argv: list[str] | None = None) -> int:
         keep = ("label", "kind", "cin", "cout", "h", "w", "k", "stride", "groups", "pads", "macs",
                 "number", "us", "median_us")  # fmt: skip
         layers = [{k: r[k] for k in keep} for r in rows]
-        doc = {"args": vars(args), "target": target, "layers": layers}
+        doc = {"args": vars(args), "argv": sys.argv[1:] if argv is None else argv,
+               "target": target, "layers": layers}  # fmt: skip
         Path(args.json).write_text(json.dumps(doc, indent=1) + "\n")
+        Path(args.json).with_suffix(".md").write_text(report(doc))
     return 0
 
 

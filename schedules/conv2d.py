@@ -177,7 +177,8 @@ def _channel_vector_tile(pixels: int, channels: int, knobs: ConvKnobs) -> tuple[
     Rows are the largest divisor up to the knobs' rows. Where that is 1 (7x7 maps under
     AVX2's 6 rows: one row of two vectors), a divisor one past them, as the design space
     allows (:func:`register_tiles`), is taken with fewer vectors per row to stay within
-    the register budget (7 rows of one vector: 2-3x faster there).
+    the register budget (7 rows of one vector: MobileNetV2's 7x7 layers 2.6-3.0x faster,
+    ``docs/results/avx2/layers-mobilenetv2-224-vs-104263f.md``).
     """
     lanes, vecs = _vector_tile(channels, knobs)
     rows = _largest_divisor(pixels, knobs.rows)
@@ -232,22 +233,43 @@ def _read_index(sch: s_tir.Schedule, block: s_tir.SBlockRV, buffer: object) -> i
     return names.index(buffer.name)  # type: ignore[attr-defined]
 
 
-def _padded_pixel_step(pixels: int, channels: int, knobs: ConvKnobs) -> int:
+# Most padding, as a fraction of the pixels, that gives whole vectors whole tiles.
+WHOLE_VECTOR_PADDING = 0.07
+
+
+def _padded_pixel_step(
+    pixels: int, channels: int, knobs: ConvKnobs, widening: bool = False
+) -> int:
     """The multiple to pad the pixel axis to, or 0 when the kernel needs no padding.
 
     Pixels are vectorised when whole vectors divide them, or when padding them with zeros
     to whole tiles of ``lanes * vecs`` adds at most 5% (130x130, 65x65, 33x33 maps).
+    Whole vectors are padded to whole tiles of the knobs' vectors per row when too few
+    divide them, on one thread, when the conv does not widen (``widening``: more output
+    channels than input ones) and that adds at most :data:`WHOLE_VECTOR_PADDING` (28x28
+    maps under AVX-512).
     Otherwise output channels are vectorised, when whole vectors divide them and the
     register tile (pixel rows that divide the pixels, times vectors that divide the
     channels) holds at least a fifth of the accumulators the knobs allow (14x14 and 7x7
     maps, where padding would add 14-30%; 9x9 with 1248 channels). Layers that fit
     neither (17x17 with 88 channels: one row of one half-width vector; 9x9 with 208
-    channels: 3 accumulators) are padded when that adds at most half the pixels: measured
-    inside EfficientNet-Lite2, that ran 1.3-5.6x faster. Tiny maps (1x1, 4x4) are not.
+    channels: 3 accumulators) are padded when that adds at most half the pixels (AVX2:
+    Lite2's 17x17 expand layers 2.3x faster, ``docs/results/avx2/`` ``layers-*.md``). Tiny
+    maps (1x1, 4x4) are not.
     The tile is the one with the fewest padded pixels over 2 or more vectors per row,
     then the most vectors.
     """
     if pixels % knobs.lanes == 0:
+        # Whole vectors, but the tile takes vectors that divide them: 28x28 maps are 49
+        # AVX-512 vectors, so one vector per row. Padding to the knobs' vectors (6.1%
+        # more pixels there) made MobileNetV2's 28x28 project layers 1.42x faster on one
+        # thread; its expand layers gained nothing. On two threads the padded projects ran
+        # 1.07x faster in one process and 0.6x in another (docs/compiler.md): one thread.
+        whole = knobs.lanes * knobs.col_vectors
+        if (not widening and not knobs.parallel
+                and _largest_divisor(pixels // knobs.lanes, knobs.col_vectors) < knobs.col_vectors
+                and -(-pixels // whole) * whole <= pixels * (1 + WHOLE_VECTOR_PADDING)):
+            return whole
         return 0
     steps = [knobs.lanes * v for v in range(max(1, min(2, knobs.col_vectors)),
                                                knobs.col_vectors + 1)]  # fmt: skip
@@ -299,11 +321,11 @@ def schedule_pointwise(sch: s_tir.Schedule, knobs: ConvKnobs = ConvKnobs()) -> N
     conv = sch.get_sblock(CONV_BLOCK)
     sch.compute_inline(sch.get_sblock(PAD_BLOCK))  # 1x1 unpadded: a plain copy
     last = _epilogue(sch, conv)
-    _, f, y, x, *_ = sch.get_loops(conv)
+    _, f, y, x, rc, *_ = sch.get_loops(conv)
     width = int(sch.get(x).extent)
     pixels = int(sch.get(y).extent) * width
     channels = int(sch.get(f).extent)
-    step = _padded_pixel_step(pixels, channels, knobs)
+    step = _padded_pixel_step(pixels, channels, knobs, channels > int(sch.get(rc).extent))
     padded = -(-pixels // step) * step if step else pixels
     over_pixels = pixels % knobs.lanes == 0 or step > 0
     # Channel vectors over tiles of rows that divide the width: each tile lies in one

@@ -35,8 +35,10 @@ def _depthwise_lanes(width: int, knobs: ConvKnobs) -> int:
     divide it, else the whole row as one vector when it is at most
     :data:`DEPTHWISE_ROW_FLOATS` wide (7, 14, 17, 28, 33), else the widest divisor up to
     :data:`DEPTHWISE_DIVISOR_FLOATS` (13 of 65 and 130). The bounds are in floats, not
-    machine vectors: capped at AVX2's 8 lanes, 33-wide rows got 3-lane vectors (6x
-    slower) and 65-wide ones 5-lane vectors (1.7x slower) than these multi-register ones.
+    machine vectors: capped at AVX2's 8 lanes, 33-wide rows got 3-lane vectors and 65-wide
+    ones 5-lane vectors, 7.5x and 1.15-1.65x slower on EfficientNet-Lite2's layers than
+    these multi-register ones (``benchmarks/bench_layer.py --baseline``,
+    ``docs/results/avx2/layers-efficientnet-lite2-260-vs-104263f.md``).
     """
     lanes = _pow2_divisor(width, knobs.lanes)
     if lanes < 8:  # one wide vector beats narrow ones

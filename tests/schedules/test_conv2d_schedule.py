@@ -92,6 +92,7 @@ class _Block(torch.nn.Module):
         (8, 32, 8, 33, 2),  # stride 2 with an odd padded width (35): a zero column
         (16, 48, 16, 32, 1),  # project over pixels: each pixel tile copies its input
         (80, 96, 80, 7, 1),  # project over 5 channel tiles: each pixel tile copies
+        (16, 48, 16, 28, 1),  # 49 whole vectors: padded to 52, tiles of 4 vectors
     ],
 )  # fmt: skip
 def test_default_scheduled_network_equals_pytorch(cin, mid, cout, size, stride, target=None):
@@ -245,7 +246,7 @@ def _register_tile(sch) -> tuple[int, ...]:
     ("cin", "cout", "size", "mcpu", "tile"),
     [
         # 49 pixels: no divisor within AVX2's 6 rows but 1; 7 rows of one vector instead
-        # of one row of two (3x slower inside MobileNetV2 on an AVX2 EPYC).
+        # of one row of two (2.6-3.0x slower, docs/results/avx2/layers-*.md).
         (96, 160, 7, "core-avx2", (7, 1, 8)),
         (160, 960, 7, "core-avx2", (7, 1, 8)),
         # must not change: 4 rows divide 196; AVX-512's 7 rows divide 49.
@@ -269,7 +270,7 @@ def test_channel_vector_tiles_take_rows_that_divide_the_pixels(cin, cout, size, 
     ],
 )  # fmt: skip
 def test_depthwise_vectors_follow_the_row_not_the_machine_vector(width, knobs, lanes):
-    """Capped at AVX2's 8 lanes, 33-wide rows got 3-lane vectors (6x slower)."""
+    """Capped at AVX2's 8 lanes, 33-wide rows got 3-lane vectors (7.5x slower)."""
     from tvm_freq.schedules.depthwise import _depthwise_lanes
 
     assert _depthwise_lanes(width, knobs) == lanes
@@ -411,8 +412,12 @@ def test_reductions_are_not_elementwise():
         (81, 208, True, ConvKnobs()),  # 3 rows x 1 vector: too few accumulators
         (16900, 16, True, ConvKnobs()),  # 130x130: padding adds 0.2%
         (1089, 144, True, ConvKnobs()),  # 33x33: padding adds 1.4%
+        (784, 32, True, ConvKnobs()),  # 28x28: 49 vectors, none but 1 divides; adds 6.1%
+        (3136, 24, False, ConvKnobs()),  # 56x56: 196 vectors, 4 per row divide them
+        (144, 192, False, ConvKnobs()),  # 12x12: 9 vectors, whole tiles would add 33%
+        (784, 32, False, _AVX2),  # 98 vectors of 8: 2 per row divide them
         # AVX2: one row of two 8-lane vectors is a fifth of its budget, but one pixel row
-        # (17x17 expand layers ran 2.7x faster padded)
+        # (17x17 expand layers ran 2.3x faster padded)
         (289, 528, True, _AVX2),
         (289, 720, True, _AVX2),
         (49, 160, False, _AVX2),  # 7 rows x 1 vector
@@ -427,6 +432,18 @@ def test_pointwise_pads_pixels_only_where_no_exact_tile_fits(pixels, channels, p
     if padded:
         assert step % knobs.lanes == 0 and step >= 2 * knobs.lanes
         assert (-(-pixels // step) * step - pixels) < step
+
+
+def test_widening_convs_keep_whole_vectors_unpadded():
+    """Whole-vector padding: 28x28 project layers on one thread, not expand layers (no gain)
+    nor threads (an unstable gain or loss, docs/results/zen5/layers-28x28-*.md)."""
+    from tvm_freq.schedules.conv2d import _padded_pixel_step
+
+    assert _padded_pixel_step(784, 32, ConvKnobs(), widening=False) == 64
+    assert _padded_pixel_step(784, 192, ConvKnobs(), widening=True) == 0
+    assert _padded_pixel_step(784, 32, ConvKnobs(parallel=True), widening=False) == 0
+    # Unchanged for widening convs where padding was already the rule (17x17 maps).
+    assert _padded_pixel_step(289, 720, ConvKnobs(), widening=True) > 0
 
 
 def test_padded_pointwise_computes_whole_vector_tiles():
