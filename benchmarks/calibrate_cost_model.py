@@ -11,6 +11,11 @@ of the target, or ``--out``), with a report in ``docs/results/cost-model-<target
 
     python benchmarks/calibrate_cost_model.py               # one thread
     python benchmarks/calibrate_cost_model.py --threads 2   # the 2-core target
+    python benchmarks/calibrate_cost_model.py --host-cpu    # for this CPU model only
+
+``--host-cpu`` writes ``cost_model.<cpu>.json`` (``tvm_freq.target.host_cpu``) beside the
+target's model: builds for this machine's target on a CPU of that model use it first.
+Its report also judges the target's own model (calibrated elsewhere) on these timings.
 
 ``tvm_freq.build`` then decides per layer with the model by default
 (``profitability="auto"``). Rerun after changing a kernel or its schedule.
@@ -36,7 +41,9 @@ from tvm_freq.cost_model import (
     COST_MODEL_FILE,
     DENSE_FEATURES,
     FREQ_FEATURES,
+    KernelCostModel,
     LayerShape,
+    cost_model_file,
     fit_cost_model,
 )
 from tvm_freq.frontend import import_model
@@ -45,7 +52,7 @@ from tvm_freq.models import bundled_onnx
 from tvm_freq.passes.frequency_band_pointwise import plan_layers
 from tvm_freq.profitability import measure_latencies
 from tvm_freq.records import shipped_records_root
-from tvm_freq.target import resolve_target, target_key
+from tvm_freq.target import host_cpu, resolve_target, target_key
 
 ROOT = Path(__file__).resolve().parents[1]
 MASKS = ROOT / "tvm_freq" / "assets" / "masks"
@@ -79,7 +86,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="cost model file (default: the shipped records of the target)")
     ap.add_argument("--report", default=None,
                     help="report path without suffix (default docs/results/cost-model-<key>)")
+    ap.add_argument("--host-cpu", action="store_true",
+                    help="calibrate for this CPU model only: cost_model.<cpu>.json")  # fmt: skip
     args = ap.parse_args(argv)
+    cpu = host_cpu() if args.host_cpu else ""
+    if args.host_cpu and not cpu:
+        ap.error("--host-cpu: /proc/cpuinfo does not name this CPU")
     start = time.perf_counter()
     os.environ["TVM_NUM_THREADS"] = str(args.threads)
     target = resolve_target(None, args.threads)
@@ -107,11 +119,15 @@ def main(argv: list[str] | None = None) -> int:
     command = "python benchmarks/calibrate_cost_model.py " + shlex.join(argv or sys.argv[1:])
     model = fit_cost_model([s[2] for s in samples], [s[3] for s in samples],
                            [s[4] for s in samples], key, source=command.strip())  # fmt: skip
-    out = Path(args.out) if args.out else shipped_records_root() / key / COST_MODEL_FILE
+    shipped = shipped_records_root() / key
+    out = Path(args.out) if args.out else shipped / cost_model_file(cpu)
+    # The target's own model, calibrated on another machine, judged on this one's times.
+    generic = (KernelCostModel.load(shipped / COST_MODEL_FILE)
+               if cpu and (shipped / COST_MODEL_FILE).is_file() else None)  # fmt: skip
     model.save(out)
-    checks = _held_out(samples, key)
+    checks = _held_out(samples, key, generic)
     report = {
-        "command": command.strip(), "target": key, "threads": args.threads,
+        "command": command.strip(), "target": key, "cpu": cpu, "threads": args.threads,
         "seconds": time.perf_counter() - start,
         "model": {"dense": dict(zip(DENSE_FEATURES, model.dense, strict=True)),
                   "freq": dict(zip(FREQ_FEATURES, model.freq, strict=True))},
@@ -119,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
         "layers": [{"set": s[0], "ordinal": s[1], "dense_us": s[3], "freq_us": s[4],
                     "predicted": model.predict(s[2])} for s in samples],
     }  # fmt: skip
-    stem = args.report or str(ROOT / "docs" / "results" / f"cost-model-{key}")
+    name = f"cost-model-{key}" + (f"-{cpu}" if cpu else "")
+    stem = args.report or str(ROOT / "docs" / "results" / name)
     Path(stem + ".json").write_text(json.dumps(report, indent=1) + "\n")
     Path(stem + ".md").write_text(_markdown(report))
     print(_markdown(report))
@@ -127,16 +144,21 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _held_out(samples, key: str) -> list[dict]:
-    """Per mask set: the model fitted without it, judged on its layers' real times."""
+def _held_out(samples, key: str, generic: KernelCostModel | None = None) -> list[dict]:
+    """Per mask set: the model fitted without it (and ``generic``, when given), judged on
+    its layers' real times."""
     out = []
     for name in dict.fromkeys(s[0] for s in samples):
         train = [s for s in samples if s[0] != name]
         test = [s for s in samples if s[0] == name]
         m = fit_cost_model([s[2] for s in train], [s[3] for s in train],
                            [s[4] for s in train], key)  # fmt: skip
-        wrong = lost = best = chosen_macs = 0.0
+        wrong = lost = best = chosen_macs = wrong_generic = lost_generic = 0.0
         for _, _, layer, dense_us, freq_us in test:
+            if generic is not None:
+                gd, gf = generic.predict(layer)
+                wrong_generic += (gf < gd) != (freq_us < dense_us)
+                lost_generic += (freq_us if gf < gd else dense_us) - min(dense_us, freq_us)
             pd, pf = m.predict(layer)
             pick = freq_us if pf < pd else dense_us
             macs_pick = freq_us if layer.dct_macs + layer.gemm_macs + layer.idct_macs < (
@@ -152,29 +174,39 @@ def _held_out(samples, key: str) -> list[dict]:
                         abs(m.predict(s[2])[1] / s[4] - 1) for s in test])),
                     "median_abs_rel_error_dense": float(np.median([
                         abs(m.predict(s[2])[0] / s[3] - 1) for s in test]))})  # fmt: skip
+        if generic is not None:
+            out[-1] |= {"wrong_decisions_target_model": int(wrong_generic),
+                        "time_lost_us_target_model": lost_generic}  # fmt: skip
     return out
 
 
 def _markdown(report: dict) -> str:
+    cpu = report.get("cpu", "")
+    generic = "wrong_decisions_target_model" in report["held_out"][0]
     lines = [
-        f"# Kernel cost model: {report['target']}",
+        f"# Kernel cost model: {report['target']}" + (f", CPU {cpu}" if cpu else ""),
         "",
         f"Written by `{report['command']}` ({report['seconds'] / 60:.1f} min). Per mask set, "
         "the model fitted on the *other* sets decides each layer; the oracle keeps the "
         "kernel that really ran faster. Times are the layers' pointwise kernels, in "
         "microseconds, timed inside runs of MobileNetV2 1.0-224 (batch 1, "
-        f"{report['threads']} thread(s)).",
+        f"{report['threads']} thread(s))."
+        + (" *Target's model*: the target's own `cost_model.json`, calibrated on another "
+           "machine, deciding every layer on this CPU's times." if generic else ""),
         "",
         "| mask set | layers | wrong decisions | time lost (model) | time lost (MAC rule) "
-        "| oracle total | median error freq / dense |",
-        "|---|---:|---:|---:|---:|---:|---:|",
-    ]
+        "| oracle total | median error freq / dense |"
+        + (" target's model: wrong decisions | time lost |" if generic else ""),
+        "|---|---:|---:|---:|---:|---:|---:|" + ("---:|---:|" if generic else ""),
+    ]  # fmt: skip
     for c in report["held_out"]:
         lines.append(
             f"| {c['set']} | {c['layers']} | {c['wrong_decisions']} | {c['time_lost_us']:.0f} "
             f"| {c['time_lost_us_mac_rule']:.0f} | {c['oracle_us']:.0f} | "
             f"{c['median_abs_rel_error_freq']:.0%} / {c['median_abs_rel_error_dense']:.0%} |"
-        )
+            + (f" {c['wrong_decisions_target_model']} | {c['time_lost_us_target_model']:.0f} |"
+               if generic else "")
+        )  # fmt: skip
     lines += ["", "Coefficients (microseconds per unit), fitted on every set:", "",
               "| kernel | feature | us per unit |", "|---|---|---:|"]  # fmt: skip
     for kind in ("dense", "freq"):

@@ -14,6 +14,7 @@ from tvm_freq.cost_model import (
     FREQ_FEATURES,
     KernelCostModel,
     LayerShape,
+    cost_model_file,
     fit_cost_model,
     layer_features,
     load_cost_model,
@@ -68,6 +69,45 @@ def test_save_load_and_lookup_order(tmp_path):
     mine = KernelCostModel("llvm-x", (2.0, 0, 0, 0), (0.5, 0, 0, 0, 0, 0, 0))
     mine.save(user / "llvm-x" / COST_MODEL_FILE)
     assert load_cost_model([user, shipped], "llvm-x") == mine  # the user's store first
+
+
+def test_a_model_of_this_cpu_comes_before_the_targets_own_in_each_store(tmp_path):
+    target_wide = KernelCostModel("llvm-x", (1.0, 0, 0, 0), (0.5, 0, 0, 0, 0, 0, 0))
+    zen = KernelCostModel("llvm-x", (3.0, 0, 0, 0), (0.5, 0, 0, 0, 0, 0, 0))
+    user, shipped = tmp_path / "user", tmp_path / "shipped"
+    target_wide.save(shipped / "llvm-x" / COST_MODEL_FILE)
+    zen.save(shipped / "llvm-x" / cost_model_file("amd-family26-model2"))
+    assert load_cost_model([user, shipped], "llvm-x", "amd-family26-model2") == zen
+    assert load_cost_model([user, shipped], "llvm-x", "intel-family6-model143") == target_wide
+    assert load_cost_model([user, shipped], "llvm-x") == target_wide  # no CPU: the target's
+    mine = KernelCostModel("llvm-x", (2.0, 0, 0, 0), (0.5, 0, 0, 0, 0, 0, 0))
+    mine.save(user / "llvm-x" / COST_MODEL_FILE)
+    # The user's own calibration (of their machine) before anything shipped.
+    assert load_cost_model([user, shipped], "llvm-x", "amd-family26-model2") == mine
+    with pytest.raises(ValueError, match="CPU name"):
+        cost_model_file("../x")
+
+
+def test_builds_for_this_machine_look_for_its_cpu_model(tmp_path):
+    import tvm_freq.pipeline as pipeline
+    from tvm_freq import Tuning
+    from tvm_freq.target import host_cpu, host_target, resolve_target, target_key
+
+    cpu = host_cpu()
+    if not cpu:
+        pytest.skip("/proc/cpuinfo names no CPU model here")
+    assert cpu.count("-") == 2 and "family" in cpu and "model" in cpu
+    here = host_target()
+    other = resolve_target("llvm -mcpu=znver1")  # never what host_target() picks
+    for target in (here, other):
+        key = target_key(target)
+        KernelCostModel(key, (1.0, 0, 0, 0), (0.5,) + (0,) * 6).save(
+            tmp_path / key / COST_MODEL_FILE)
+        KernelCostModel(key, (2.0, 0, 0, 0), (0.5,) + (0,) * 6).save(
+            tmp_path / key / cost_model_file(cpu))
+    tuning = Tuning(records=tmp_path, use_shipped=False)
+    assert pipeline.find_cost_model(tuning, here).dense[0] == 2.0  # this CPU's model
+    assert pipeline.find_cost_model(tuning, other).dense[0] == 1.0  # built for elsewhere
 
 
 def test_bad_models_and_files_are_refused(tmp_path):

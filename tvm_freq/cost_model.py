@@ -35,6 +35,7 @@ __all__ = [
     "LayerShape",
     "fit_cost_model",
     "layer_features",
+    "cost_model_file",
     "load_cost_model",
     "resolve_cost_model",
     "shipped_cost_models",
@@ -300,8 +301,32 @@ def fit_cost_model(
     return KernelCostModel(target, coefs[0], coefs[1], len(layers), source)
 
 
-def load_cost_model(roots: Sequence[str | os.PathLike], key: str) -> KernelCostModel | None:
+def cost_model_file(cpu: str = "") -> str:
+    """File name of a target's cost model: for every CPU, or calibrated on one CPU model.
+
+    Parameters
+    ----------
+    cpu : str
+        A CPU model name (:func:`tvm_freq.target.host_cpu`), or ``""`` for the model of
+        the whole target.
+
+    Returns
+    -------
+    str
+        ``cost_model.json``, or ``cost_model.<cpu>.json``.
+    """
+    if cpu and not all(c.isalnum() or c in "-_" for c in cpu):
+        raise ValueError(f"CPU name {cpu!r}: letters, digits, '-' and '_' only")
+    return f"cost_model.{cpu}.json" if cpu else COST_MODEL_FILE
+
+
+def load_cost_model(
+    roots: Sequence[str | os.PathLike], key: str, cpu: str = ""
+) -> KernelCostModel | None:
     """The first target cost model found under the records roots.
+
+    In each root, the model calibrated on ``cpu`` comes before the target's own: one
+    target (``skylake-avx512``) covers CPUs whose kernels cost differently.
 
     Parameters
     ----------
@@ -309,16 +334,20 @@ def load_cost_model(roots: Sequence[str | os.PathLike], key: str) -> KernelCostM
         Records roots in precedence order (the user's store, then the shipped one).
     key : str
         Target key (:func:`tvm_freq.target.target_key`).
+    cpu : str
+        The CPU model the build is for (:func:`tvm_freq.target.host_cpu`), or ``""``.
 
     Returns
     -------
     KernelCostModel or None
         The model, or None when no root has one for ``key``.
     """
+    names = [cost_model_file(cpu), COST_MODEL_FILE] if cpu else [COST_MODEL_FILE]
     for root in roots:
-        path = Path(root) / key / COST_MODEL_FILE
-        if path.is_file():
-            return KernelCostModel.load(path)
+        for name in names:
+            path = Path(root) / key / name
+            if path.is_file():
+                return KernelCostModel.load(path)
     return None
 
 

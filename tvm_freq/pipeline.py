@@ -45,7 +45,7 @@ from .profitability import match_layer_kernels, measure_latencies
 from .records import RecordStore, shipped_records_root
 from .report import BuildReport
 from .runtime import CompiledModel
-from .target import resolve_target, target_key
+from .target import host_cpu, host_target, resolve_target, target_key
 from .tuning import Tuning, UntunedWarning, tune
 
 __all__ = [
@@ -259,6 +259,9 @@ PROFITABILITY = ("auto", "model", "macs", "measured")
 def find_cost_model(tuning: Tuning, target: tvm.target.Target) -> KernelCostModel | None:
     """The kernel cost model for ``target``: the user's records first, then the shipped ones.
 
+    In each store, a model calibrated on this machine's CPU model (:func:`host_cpu`) comes
+    first when ``target`` is this machine's own (:func:`host_target`).
+
     Parameters
     ----------
     tuning : Tuning
@@ -274,7 +277,11 @@ def find_cost_model(tuning: Tuning, target: tvm.target.Target) -> KernelCostMode
     roots = [RecordStore(tuning.records).root]  # the same user store the records use
     if tuning.use_shipped:
         roots.append(shipped_records_root())
-    return load_cost_model(roots, target_key(target))
+    # A build for this machine's own target runs here: the model calibrated on this CPU
+    # model, where one exists, comes first.
+    mcpu = str(target.attrs.get("mcpu", ""))
+    cpu = host_cpu() if mcpu == str(host_target().attrs.get("mcpu", "")) else ""
+    return load_cost_model(roots, target_key(target), cpu)
 
 
 def _compile(

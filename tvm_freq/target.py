@@ -12,6 +12,7 @@ import tvm_ffi
 
 __all__ = [
     "REFERENCE_MCPU",
+    "host_cpu",
     "host_target",
     "missing_host_features",
     "resolve_target",
@@ -32,6 +33,37 @@ def _cpu_flags() -> frozenset[str]:
         return frozenset()
     m = re.search(r"^flags\s*:\s*(.*)$", text, re.MULTILINE)
     return frozenset(m.group(1).split()) if m else frozenset()
+
+
+_VENDORS = {"AuthenticAMD": "amd", "GenuineIntel": "intel"}
+
+
+def host_cpu() -> str:
+    """A short name of this machine's CPU model, such as ``amd-family26-model2``.
+
+    Vendor, family and model from ``/proc/cpuinfo``: machines that share a target (every
+    AVX-512 host builds for ``skylake-avx512``) differ in what each kernel costs, so a
+    target's kernel cost model can be calibrated per CPU model
+    (:func:`tvm_freq.cost_model.load_cost_model`).
+
+    Returns
+    -------
+    str
+        The name, or ``""`` where ``/proc/cpuinfo`` does not tell (not Linux, not x86).
+    """
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+    fields = {}
+    for key in ("vendor_id", "cpu family", "model"):
+        m = re.search(rf"^{key}\s*:\s*(\S+)", text, re.MULTILINE)
+        if not m:
+            return ""
+        fields[key] = m.group(1)
+    vendor_id = fields["vendor_id"]
+    vendor = _VENDORS.get(vendor_id, re.sub(r"[^a-z0-9]", "", vendor_id.lower()))
+    return f"{vendor}-family{fields['cpu family']}-model{fields['model']}"
 
 
 def host_target(num_cores: int = 1) -> tvm.target.Target:
