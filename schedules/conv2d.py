@@ -186,7 +186,17 @@ def _channel_vector_tile(pixels: int, channels: int, knobs: ConvKnobs) -> tuple[
     if rows == 1 and pixels % (knobs.rows + 1) == 0 and knobs.rows + 1 <= budget:
         rows = knobs.rows + 1
         vecs = _largest_divisor(channels // lanes, min(knobs.col_vectors, budget // rows))
+    # Accumulators, a weight vector per column and the broadcast pixel must fit the
+    # registers: 7 rows of 4 AVX-512 vectors need 33 of 32 and ran 1.0-1.5x slower than
+    # 7 rows of 2 on MobileNetV2's 14x14 and 7x7 layers (docs/compiler.md).
+    while vecs > 1 and rows * vecs + vecs + 1 > vector_registers(knobs):
+        vecs = _largest_divisor(channels // lanes, vecs - 1)
     return rows, lanes, vecs
+
+
+def vector_registers(knobs: ConvKnobs) -> int:
+    """Vector registers of the knobs' machine: 32 with AVX-512 (16 lanes), else 16."""
+    return 32 if knobs.lanes >= 16 else 16
 
 
 def _finish_microkernel(

@@ -252,6 +252,11 @@ def _register_tile(sch) -> tuple[int, ...]:
         # must not change: 4 rows divide 196; AVX-512's 7 rows divide 49.
         (64, 384, 14, "core-avx2", (4, 2, 8)),
         (96, 160, 7, "skylake-avx512", (7, 2, 16)),
+        # 7 rows of 4 AVX-512 vectors need 33 registers: 2 (64 channels) or 3 (960) vectors
+        (384, 64, 14, "skylake-avx512", (7, 2, 16)),
+        (160, 960, 7, "skylake-avx512", (7, 3, 16)),
+        (96, 576, 14, "skylake-avx512", (7, 3, 16)),
+        (64, 384, 14, "skylake-avx512", (7, 3, 16)),
     ],
 )  # fmt: skip
 def test_channel_vector_tiles_take_rows_that_divide_the_pixels(cin, cout, size, mcpu, tile):
