@@ -16,6 +16,8 @@ from typing import Any
 import tvm
 from tvm import relax
 
+from .passes.scalar_clip import ScalarClipToClip
+
 __all__ = [
     "ImportedModel", "ModelImportError", "UnsupportedOpError", "fold_shape_arithmetic",
     "import_model", "optimize",
@@ -285,6 +287,8 @@ def optimize(mod: tvm.IRModule) -> tvm.IRModule:
             relax.transform.DecomposeOpsForInference(),
             relax.transform.CanonicalizeBindings(),
             relax.transform.FoldConstant(),
+            # ONNX Clip with constant bounds: one R.clip, bounds as immediates (faster).
+            ScalarClipToClip(),
             relax.transform.DeadCodeElimination(),
         ]
     )

@@ -39,6 +39,7 @@ from ..macs import dense_pointwise_macs
 from ..masks import LayerMask, MaskFile, MaskMismatchError
 from .decisions import DecisionReason, LayerDecision, format_layer_table
 from .options import FreqOptions
+from .scalar_clip import scalar_clip_bounds
 
 __all__ = [
     "FrequencyBandPointwise", "LayerDecision", "check_masks", "eligible_convs",
@@ -185,7 +186,8 @@ class FrequencyBandPointwise:
         self.with_bias = is_op("relax.add")(self.pattern, self.bias)
         self.clip_lo, self.clip_hi = wildcard(), wildcard()
         self.with_clip = is_op("relax.clip")(self.with_bias, self.clip_lo, self.clip_hi)
-        # The ONNX importer lowers Clip to call_tir(maximum, x, lo) -> call_tir(minimum, ., hi).
+        # TVM's ONNX importer lowers Clip to call_tir(maximum, x, lo) -> call_tir(minimum, ., hi)
+        # (tvm_freq's import turns it into R.clip, other Relax pipelines may not).
         self.tir_lo, self.tir_hi = is_const(), is_const()
         self.tir_max = is_op("relax.call_tir")(wildcard(), is_tuple([self.with_bias, self.tir_lo]))
         tir_min_args = is_tuple([self.tir_max, self.tir_hi])
@@ -231,8 +233,8 @@ class FrequencyBandPointwise:
                     bounds = (_const_float(matches[self.clip_lo]),
                               _const_float(matches[self.clip_hi]))  # fmt: skip
                 elif clip == "tir":
-                    bounds = _tir_clip_bounds(expr, matches[self.tir_max], matches[self.tir_lo],
-                                              matches[self.tir_hi])  # fmt: skip
+                    bounds = scalar_clip_bounds(expr, matches[self.tir_max], matches[self.tir_lo],
+                                                matches[self.tir_hi]) or (None, None)  # fmt: skip
                 if item is None or bias is None or (bounds is not None and None in bounds):
                     return expr  # unsupported epilogue: leave it to the next, plainer pattern
                 todo.remove(next(t for t in todo if t[1] is item))
@@ -387,22 +389,6 @@ def _channel_bias(bias: relax.Expr, conv: relax.Expr) -> np.ndarray | None:
     if value.shape not in ((1, cout, 1, 1), (cout, 1, 1)):
         return None  # broadcast along another axis: not a channel bias
     return value.reshape(cout)
-
-
-def _tir_clip_bounds(
-    min_call: relax.Call, max_call: relax.Call, lo: relax.Expr, hi: relax.Expr
-) -> tuple[float | None, float | None]:
-    """``(lo, hi)`` of ``minimum(maximum(x, lo), hi)`` lowered to ``call_tir`` (ONNX Clip)."""
-    names = (max_call.args[0].name_hint, min_call.args[0].name_hint)
-    if not (names[0].startswith("maximum") and names[1].startswith("minimum")):
-        return None, None
-    values = []
-    for c in (lo, hi):
-        v = c.value.numpy() if isinstance(c, tvm.ir.expr.Constant) else None
-        values.append(float(v.reshape(-1)[0]) if v is not None and v.size == 1 else None)
-    if None in values or values[0] > values[1]:
-        return None, None
-    return values[0], values[1]
 
 
 def _const_float(expr: relax.Expr) -> float | None:
