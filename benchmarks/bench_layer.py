@@ -75,43 +75,6 @@ def check_sources(tree: Path) -> None:
             raise RuntimeError(f"{name} imported from {where}, not from {tree}")
 
 
-def graph_convs(path: Path) -> list[dict]:
-    """Every Conv of an ONNX file in graph order, with its input shape and attributes.
-
-    Parameters
-    ----------
-    path : pathlib.Path
-        ONNX file with a static input shape.
-
-    Returns
-    -------
-    list of dict
-        ``cin, cout, h, w`` (input), ``k, stride, pads, groups`` and the node's ``name``;
-        numbered as ``per_layer_ort.conv_layers`` numbers them.
-    """
-    from tvm_freq.frontend import fold_shape_arithmetic
-
-    model = onnx.load(str(path))
-    inp = model.graph.input[0]
-    # Folded as conv_layers folds it: the same convs in the same order, shapes inferable.
-    shape = [d.dim_value for d in inp.type.tensor_type.shape.dim]
-    graph = onnx.shape_inference.infer_shapes(fold_shape_arithmetic(model, {inp.name: shape})).graph
-    dims = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
-            for v in (*graph.input, *graph.value_info)}  # fmt: skip
-    couts = {t.name: t.dims[0] for t in graph.initializer if t.dims}
-    specs = []
-    for node in (n for n in graph.node if n.op_type == "Conv"):
-        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-        if attrs.get("auto_pad", b"NOTSET") != b"NOTSET" or set(attrs.get("dilations", [1])) != {1}:
-            raise SystemExit(f"{node.name}: auto_pad and dilations are not supported here")
-        _, cin, h, w = dims[node.input[0]]
-        specs.append({"cin": cin, "cout": couts[node.input[1]], "h": h, "w": w,
-                      "k": attrs["kernel_shape"], "stride": attrs.get("strides", [1, 1]),
-                      "groups": attrs.get("group", 1), "pads": attrs.get("pads", [0] * 4),
-                      "name": node.name})  # fmt: skip
-    return specs
-
-
 def parse_conv(text: str) -> dict:
     """A ``--conv CIN,COUT,H,W,K,STRIDE,GROUPS`` spec with "same" pads."""
     cin, cout, h, w, k, stride, groups = (int(v) for v in text.split(","))
@@ -122,7 +85,7 @@ def parse_conv(text: str) -> dict:
 def conv_model(spec: dict, seed: int) -> onnx.ModelProto:
     """Conv (with bias) -> Clip(0, 6), as in MobileNetV2, on a 1 x Cin x H x W input.
 
-    ``spec`` as :func:`graph_convs` gives it; random weights (``seed``) scaled so that the
+    ``spec`` as ``per_layer_ort.conv_layers`` gives it; random weights (``seed``) scaled so that the
     clip keeps about half the outputs.
     """
     rng = np.random.default_rng(seed)
@@ -209,10 +172,10 @@ def make_layers(args: argparse.Namespace, folder: Path) -> list[dict]:
             path = {n: p for n, p, _ in _models(folder)}[args.model]
         else:
             path = bundled_onnx(args.model)
-        convs = graph_convs(path)
-        for spec, layer in zip(convs, conv_layers(path), strict=True):  # the same numbering
-            assert spec["name"] == layer["name"], (spec["name"], layer["name"])
-            spec["macs"] = layer["macs"]
+        convs = conv_layers(path)  # per_layer_ort's numbering
+        for i in args.layers:
+            if convs[i]["auto_pad"] != "NOTSET" or set(convs[i]["dilations"]) != {1}:
+                raise SystemExit(f"layer {i}: auto_pad and dilations are not supported here")
         specs += [{**convs[i], "label": str(i)} for i in args.layers]
     for i, spec in enumerate(specs):
         spec["path"] = folder / f"layer{i:03d}.onnx"

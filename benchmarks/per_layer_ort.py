@@ -41,7 +41,11 @@ UNTUNED_MODELS = ("mobilenetv2-0.75-192", "efficientnet-lite2-260")
 
 
 def conv_layers(path: Path) -> list[dict]:
-    """Every Conv of the ONNX graph in graph order: kind, shapes and MACs."""
+    """Every Conv of the ONNX graph in graph order: kind, shapes, attributes and MACs.
+
+    ``cin``, ``h``, ``w`` are the input's, ``hw`` the output's side; ``k``, ``stride``,
+    ``pads``, ``dilations``, ``groups`` and ``auto_pad`` the node's attributes.
+    """
     model = onnx.load(str(path))
     # Exporters of EfficientNet write "same" pads as shape arithmetic: fold it first, or
     # shape inference leaves the conv inputs' sizes unknown.
@@ -69,7 +73,11 @@ def conv_layers(path: Path) -> list[dict]:
         else:
             kind = f"conv {kh}x{kw}"
         out.append({"name": node.name, "kind": kind, "cin": x[1], "cout": cout,
-                    "hw": y[2], "macs": macs})  # fmt: skip
+                    "hw": y[2], "macs": macs, "h": x[2], "w": x[3], "k": [kh, kw],
+                    "stride": list(attrs.get("strides", [1, 1])), "groups": group,
+                    "pads": list(attrs.get("pads", [0] * 4)),
+                    "dilations": list(attrs.get("dilations", [1, 1])),
+                    "auto_pad": attrs.get("auto_pad", b"NOTSET").decode()})  # fmt: skip
     return out
 
 

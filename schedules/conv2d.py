@@ -60,6 +60,7 @@ from tvm_freq.schedules.generic import (
     schedule_reduction,
 )
 
+from tvm_freq.band_plan import round_up
 from tvm_freq.target import vector_lanes
 
 __all__ = [
@@ -187,8 +188,8 @@ def _channel_vector_tile(pixels: int, channels: int, knobs: ConvKnobs) -> tuple[
         rows = knobs.rows + 1
         vecs = _largest_divisor(channels // lanes, min(knobs.col_vectors, budget // rows))
     # Accumulators, a weight vector per column and the broadcast pixel must fit the
-    # registers: 7 rows of 4 AVX-512 vectors need 33 of 32 and ran 1.0-1.5x slower than
-    # 7 rows of 2 on MobileNetV2's 14x14 and 7x7 layers (docs/compiler.md).
+    # registers: 7 rows of 4 AVX-512 vectors need 33 of 32; with 3 or 2, eight of
+    # MobileNetV2's 14x14 and 7x7 kernels ran 1.23-1.29x faster (docs/compiler.md).
     while vecs > 1 and rows * vecs + vecs + 1 > vector_registers(knobs):
         vecs = _largest_divisor(channels // lanes, vecs - 1)
     return rows, lanes, vecs
@@ -274,17 +275,17 @@ def _padded_pixel_step(
         # AVX-512 vectors, so one vector per row. Padding to the knobs' vectors (6.1%
         # more pixels there) made MobileNetV2's 28x28 project layers 1.42x faster on one
         # thread; its expand layers gained nothing. On two threads the padded projects ran
-        # 1.07x faster in one process and 0.6x in another (docs/compiler.md): one thread.
+        # faster in one process, slower than one thread in another (docs/compiler.md).
         whole = knobs.lanes * knobs.col_vectors
         if (not widening and not knobs.parallel
                 and _largest_divisor(pixels // knobs.lanes, knobs.col_vectors) < knobs.col_vectors
-                and -(-pixels // whole) * whole <= pixels * (1 + WHOLE_VECTOR_PADDING)):
+                and round_up(pixels, whole) <= pixels * (1 + WHOLE_VECTOR_PADDING)):
             return whole
         return 0
     steps = [knobs.lanes * v for v in range(max(1, min(2, knobs.col_vectors)),
                                                knobs.col_vectors + 1)]  # fmt: skip
-    step = min(steps, key=lambda s: (-(-pixels // s) * s, -s))
-    if -(-pixels // step) * step <= pixels * 1.05:
+    step = min(steps, key=lambda s: (round_up(pixels, s), -s))
+    if round_up(pixels, step) <= pixels * 1.05:
         return step
     if channels % knobs.lanes == 0:
         rows, _, vecs = _channel_vector_tile(pixels, channels, knobs)
@@ -293,7 +294,7 @@ def _padded_pixel_step(
         if rows > 1 and rows * vecs >= max(2, knobs.rows * knobs.col_vectors // 5):
             return 0
     # A few pixels (a 1x1 or 4x4 map) would mostly compute zeros: channels stay the vector.
-    return step if -(-pixels // step) * step <= pixels * 1.5 else 0
+    return step if round_up(pixels, step) <= pixels * 1.5 else 0
 
 
 def _pad_pixels(
@@ -336,7 +337,7 @@ def schedule_pointwise(sch: s_tir.Schedule, knobs: ConvKnobs = ConvKnobs()) -> N
     pixels = int(sch.get(y).extent) * width
     channels = int(sch.get(f).extent)
     step = _padded_pixel_step(pixels, channels, knobs, channels > int(sch.get(rc).extent))
-    padded = -(-pixels // step) * step if step else pixels
+    padded = round_up(pixels, step) if step else pixels
     over_pixels = pixels % knobs.lanes == 0 or step > 0
     # Channel vectors over tiles of rows that divide the width: each tile lies in one
     # image row, so the GEMM reads the input in place (its div/mod by the width is of the

@@ -26,12 +26,16 @@ REFERENCE_MCPU = "skylake-avx512"
 
 
 @functools.cache
-def _cpu_flags() -> frozenset[str]:
+def _cpuinfo() -> str:
+    """``/proc/cpuinfo``, read once; ``""`` where there is none."""
     try:
-        text = Path("/proc/cpuinfo").read_text()
+        return Path("/proc/cpuinfo").read_text()
     except OSError:
-        return frozenset()
-    m = re.search(r"^flags\s*:\s*(.*)$", text, re.MULTILINE)
+        return ""
+
+
+def _cpu_flags() -> frozenset[str]:
+    m = re.search(r"^flags\s*:\s*(.*)$", _cpuinfo(), re.MULTILINE)
     return frozenset(m.group(1).split()) if m else frozenset()
 
 
@@ -51,13 +55,9 @@ def host_cpu() -> str:
     str
         The name, or ``""`` where ``/proc/cpuinfo`` does not tell (not Linux, not x86).
     """
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return ""
     fields = {}
     for key in ("vendor_id", "cpu family", "model"):
-        m = re.search(rf"^{key}\s*:\s*(\S+)", text, re.MULTILINE)
+        m = re.search(rf"^{key}\s*:\s*(\S+)", _cpuinfo(), re.MULTILINE)
         if not m:
             return ""
         fields[key] = m.group(1)
